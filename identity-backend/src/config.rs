@@ -1,0 +1,265 @@
+//! Every environment variable the backend reads, parsed in one place.
+//!
+//! Tests build a [`Config`] directly (or through [`Config::from_lookup`] with a map);
+//! nothing here calls `std::env::set_var`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
+pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
+pub const DB_HOST: &str = "DB_HOST";
+pub const DB_PORT: &str = "QUANTAID_DB_PORT";
+pub const DB_USER: &str = "QUANTAID_DB_USER";
+pub const DB_PASSWORD: &str = "DB_PASSWORD";
+pub const DB_NAME: &str = "QUANTAID_DB_NAME";
+pub const DB_POOL_MIN: &str = "QUANTAID_DB_POOL_MIN";
+pub const DB_POOL_MAX: &str = "QUANTAID_DB_POOL_MAX";
+pub const DB_POOL_WAIT_MS: &str = "QUANTAID_DB_POOL_WAIT_MS";
+pub const DB_STATEMENT_TIMEOUT_MS: &str = "QUANTAID_DB_STATEMENT_TIMEOUT_MS";
+pub const DB_MIGRATE_ON_START: &str = "QUANTAID_DB_MIGRATE_ON_START";
+pub const BOOTSTRAP_ADMIN_TOKEN: &str = "QUANTAID_BOOTSTRAP_ADMIN_TOKEN";
+pub const TRUSTED_PROXIES: &str = "QUANTAID_TRUSTED_PROXIES";
+pub const ISSUER: &str = "QUANTAID_ISSUER";
+pub const SESSION_TTL_SECS: &str = "QUANTAID_SESSION_TTL_SECS";
+pub const ACCESS_TOKEN_TTL_SECS: &str = "QUANTAID_ACCESS_TOKEN_TTL_SECS";
+pub const REFRESH_TOKEN_TTL_SECS: &str = "QUANTAID_REFRESH_TOKEN_TTL_SECS";
+pub const MFA_TOKEN_TTL_SECS: &str = "QUANTAID_MFA_TOKEN_TTL_SECS";
+pub const ARGON2_MEMORY_KIB: &str = "QUANTAID_ARGON2_MEMORY_KIB";
+pub const ARGON2_ITERATIONS: &str = "QUANTAID_ARGON2_ITERATIONS";
+pub const ARGON2_PARALLELISM: &str = "QUANTAID_ARGON2_PARALLELISM";
+pub const PASSWORD_HASH_WORKERS: &str = "QUANTAID_PASSWORD_HASH_WORKERS";
+pub const PASSWORD_HASH_QUEUE: &str = "QUANTAID_PASSWORD_HASH_QUEUE";
+pub const LOGIN_MAX_FAILURES_PER_ACCOUNT: &str = "QUANTAID_LOGIN_MAX_FAILURES_PER_ACCOUNT";
+pub const LOGIN_MAX_FAILURES_PER_IP: &str = "QUANTAID_LOGIN_MAX_FAILURES_PER_IP";
+pub const LOGIN_THROTTLE_WINDOW_SECS: &str = "QUANTAID_LOGIN_THROTTLE_WINDOW_SECS";
+pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
+pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_SHUTDOWN_GRACE_SECS";
+pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub name: String,
+    pub pool_min: u32,
+    pub pool_max: u32,
+    /// How long a request waits for a pooled connection before it gets a 503.
+    pub pool_wait: Duration,
+    /// Server-side `statement_timeout`; the client also gives up shortly after it.
+    pub statement_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct ThrottleConfig {
+    pub max_failures_per_account: i32,
+    pub max_failures_per_ip: i32,
+    pub window: Duration,
+}
+
+/// An address range in CIDR notation (a bare address is a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are treated as the IPv4 address.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>()?, Some(p.parse::<u8>()?)),
+            None => (s.parse::<IpAddr>()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            bail!("prefix /{prefix} is too long for {addr}");
+        }
+        Ok(IpNet { addr: canonical(addr), prefix })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub db: DbConfig,
+    /// The first-setup admin token; `None` disables it. Only its digest is kept at run time.
+    pub bootstrap_admin_token: Option<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub issuer: String,
+    pub session_ttl: Duration,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub mfa_token_ttl: Duration,
+    pub argon2: Argon2Config,
+    pub password_hash_workers: usize,
+    pub password_hash_queue: usize,
+    pub throttle: ThrottleConfig,
+    pub max_body_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Parses every variable through `lookup`; each error names its variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str, default: &str| -> String {
+            lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+        };
+        fn parse<T: FromStr>(name: &str, raw: String) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?}: {e}"))
+        }
+        let secs = |name: &str, default: &str| -> anyhow::Result<Duration> {
+            Ok(Duration::from_secs(parse(name, get(name, default))?))
+        };
+        let millis = |name: &str, default: &str| -> anyhow::Result<Duration> {
+            Ok(Duration::from_millis(parse(name, get(name, default))?))
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+
+        let trusted_proxies = get(TRUSTED_PROXIES, "127.0.0.1/32,::1/128")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<IpNet>().with_context(|| format!("{TRUSTED_PROXIES}: {s:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let db = DbConfig {
+            host: get(DB_HOST, "127.0.0.1"),
+            port: parse(DB_PORT, get(DB_PORT, "5432"))?,
+            user: get(DB_USER, "quantaid"),
+            password: lookup(DB_PASSWORD).unwrap_or_default(),
+            name: get(DB_NAME, "quantaid"),
+            pool_min: parse(DB_POOL_MIN, get(DB_POOL_MIN, "10"))?,
+            pool_max: parse(DB_POOL_MAX, get(DB_POOL_MAX, "100"))?,
+            pool_wait: millis(DB_POOL_WAIT_MS, "2000")?,
+            statement_timeout: millis(DB_STATEMENT_TIMEOUT_MS, "5000")?,
+            migrate_on_start: parse(DB_MIGRATE_ON_START, get(DB_MIGRATE_ON_START, "true"))?,
+        };
+        if db.pool_min > db.pool_max || db.pool_max == 0 {
+            bail!("{DB_POOL_MIN} ({}) must be <= {DB_POOL_MAX} ({}), and the max above 0", db.pool_min, db.pool_max);
+        }
+
+        let config = Config {
+            listen_addr: parse(LISTEN_ADDR, get(LISTEN_ADDR, "0.0.0.0:8081"))?,
+            metrics_addr: parse(METRICS_ADDR, get(METRICS_ADDR, "0.0.0.0:9091"))?,
+            db,
+            bootstrap_admin_token: lookup(BOOTSTRAP_ADMIN_TOKEN).filter(|t| !t.is_empty()),
+            trusted_proxies,
+            issuer: get(ISSUER, "http://localhost:8080").trim_end_matches('/').to_string(),
+            session_ttl: secs(SESSION_TTL_SECS, "43200")?,
+            access_token_ttl: secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
+            refresh_token_ttl: secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
+            mfa_token_ttl: secs(MFA_TOKEN_TTL_SECS, "300")?,
+            argon2: Argon2Config {
+                memory_kib: parse(ARGON2_MEMORY_KIB, get(ARGON2_MEMORY_KIB, "19456"))?,
+                iterations: parse(ARGON2_ITERATIONS, get(ARGON2_ITERATIONS, "2"))?,
+                parallelism: parse(ARGON2_PARALLELISM, get(ARGON2_PARALLELISM, "1"))?,
+            },
+            password_hash_workers: parse(PASSWORD_HASH_WORKERS, get(PASSWORD_HASH_WORKERS, &cores.to_string()))?,
+            password_hash_queue: parse(PASSWORD_HASH_QUEUE, get(PASSWORD_HASH_QUEUE, "64"))?,
+            throttle: ThrottleConfig {
+                max_failures_per_account: parse(LOGIN_MAX_FAILURES_PER_ACCOUNT, get(LOGIN_MAX_FAILURES_PER_ACCOUNT, "5"))?,
+                max_failures_per_ip: parse(LOGIN_MAX_FAILURES_PER_IP, get(LOGIN_MAX_FAILURES_PER_IP, "50"))?,
+                window: secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
+            },
+            max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
+            shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "10")?,
+            log_level: get(LOG_LEVEL, "info"),
+        };
+        if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
+            // OWASP's floor for argon2id; weaker settings are refused, not silently used.
+            bail!("{ARGON2_MEMORY_KIB} must be >= 19456 and {ARGON2_ITERATIONS} >= 2 (OWASP argon2id minimum)");
+        }
+        if config.password_hash_workers == 0 {
+            bail!("{PASSWORD_HASH_WORKERS} must be at least 1");
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.listen_addr.port(), 8081);
+        assert_eq!(c.metrics_addr.port(), 9091);
+        assert_eq!((c.db.pool_min, c.db.pool_max), (10, 100));
+        assert_eq!(c.argon2.memory_kib, 19456);
+        assert!(c.bootstrap_admin_token.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = config(&[(DB_POOL_MAX, "lots")]).unwrap_err().to_string();
+        assert!(err.contains(DB_POOL_MAX), "{err}");
+        let err = config(&[(ARGON2_MEMORY_KIB, "4096")]).unwrap_err().to_string();
+        assert!(err.contains(ARGON2_MEMORY_KIB), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_match() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let lo: IpNet = "127.0.0.1".parse().unwrap();
+        assert!(lo.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+}

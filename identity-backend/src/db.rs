@@ -1,0 +1,215 @@
+//! PostgreSQL access: a bounded `bb8` pool of `tokio-postgres` clients with a
+//! per-connection prepared-statement cache, and instrumented, time-bounded queries.
+//!
+//! Invariant 7: waiting for a connection and running a statement are both bounded; past
+//! either bound the caller gets `503 temporarily_unavailable`, never a hang.
+
+pub mod migrations;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bb8::{ManageConnection, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::config::DbConfig;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+/// A named SQL statement; the name is the `query` label on the database metrics.
+pub struct Query {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// A pooled client plus the statements already prepared on it, so a hot query costs
+/// one round trip instead of a parse and an execute.
+pub struct PgConn {
+    pub client: Client,
+    statements: Mutex<HashMap<&'static str, Statement>>,
+}
+
+/// Wraps the `bb8-postgres` manager to attach the statement cache to each connection.
+pub struct Manager(PostgresConnectionManager<NoTls>);
+
+impl ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<PgConn, Self::Error> {
+        let client = self.0.connect().await?;
+        Ok(PgConn { client, statements: Mutex::new(HashMap::new()) })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
+        conn.client.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+pub fn pg_config(cfg: &DbConfig) -> tokio_postgres::Config {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.name)
+        .application_name("quantaid-backend")
+        .connect_timeout(Duration::from_secs(5))
+        .options(format!("-c statement_timeout={}", cfg.statement_timeout.as_millis()));
+    if !cfg.password.is_empty() {
+        pg.password(&cfg.password);
+    }
+    pg
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: bb8::Pool<Manager>,
+    /// Client-side bound on one statement: the server's timeout plus a margin, for the
+    /// case where the server or the network stops answering altogether.
+    statement_bound: Duration,
+    pool_max: u32,
+    metrics: Arc<Metrics>,
+}
+
+impl Db {
+    pub async fn connect(cfg: &DbConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let manager = Manager(PostgresConnectionManager::new(pg_config(cfg), NoTls));
+        let pool = bb8::Pool::builder()
+            .min_idle(Some(cfg.pool_min))
+            .max_size(cfg.pool_max)
+            .connection_timeout(cfg.pool_wait)
+            .idle_timeout(Some(Duration::from_secs(600)))
+            .retry_connection(false)
+            .build_unchecked(manager);
+        Ok(Db { pool, statement_bound: cfg.statement_timeout + Duration::from_secs(1), pool_max: cfg.pool_max, metrics })
+    }
+
+    /// Takes a connection, waiting at most the configured pool wait.
+    pub async fn conn(&self) -> ApiResult<Conn<'_>> {
+        match self.pool.get().await {
+            Ok(conn) => Ok(Conn { conn, db: self }),
+            Err(RunError::TimedOut) => {
+                self.metrics.db_pool_wait_timeouts.inc();
+                Err(ApiError::unavailable("no database connection became free in time"))
+            }
+            Err(RunError::User(e)) => {
+                tracing::warn!(error = %e, "database connection failed");
+                Err(ApiError::unavailable("the database is unreachable"))
+            }
+        }
+    }
+
+    pub fn update_pool_gauges(&self) {
+        let state = self.pool.state();
+        let g = &self.metrics.db_pool_connections;
+        g.with_label_values(&["idle"]).set(i64::from(state.idle_connections));
+        g.with_label_values(&["in_use"]).set(i64::from(state.connections - state.idle_connections));
+        g.with_label_values(&["max"]).set(i64::from(self.pool_max));
+    }
+
+    /// Readiness: a connection can be had and answers.
+    pub async fn ping(&self) -> ApiResult<()> {
+        let conn = self.conn().await?;
+        conn.query_opt(&Query { name: "ping", sql: "SELECT 1" }, &[]).await.map(|_| ())
+    }
+}
+
+pub struct Conn<'a> {
+    conn: PooledConnection<'a, Manager>,
+    db: &'a Db,
+}
+
+impl Conn<'_> {
+    async fn statement(&self, q: &Query) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.conn.statements.lock().unwrap_or_else(|p| p.into_inner()).get(q.name) {
+            return Ok(s.clone());
+        }
+        let stmt = self.conn.client.prepare(q.sql).await?;
+        self.conn.statements.lock().unwrap_or_else(|p| p.into_inner()).insert(q.name, stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Runs one database call with metrics and the client-side time bound.
+    async fn run<T>(
+        &self,
+        name: &'static str,
+        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> ApiResult<T> {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.db.statement_bound, work).await;
+        let m = &self.db.metrics;
+        m.db_query_duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+        let result = match outcome {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_pg_error(name, e)),
+            Err(_) => Err(ApiError::unavailable("the database did not answer in time")),
+        };
+        m.db_queries.with_label_values(&[name, if result.is_ok() { "ok" } else { "error" }]).inc();
+        result
+    }
+
+    pub async fn query(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Vec<Row>> {
+        self.run(q.name, async { self.conn.client.query(&self.statement(q).await?, params).await }).await
+    }
+
+    pub async fn query_opt(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Option<Row>> {
+        self.run(q.name, async { self.conn.client.query_opt(&self.statement(q).await?, params).await }).await
+    }
+
+    pub async fn query_one(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Row> {
+        self.run(q.name, async { self.conn.client.query_one(&self.statement(q).await?, params).await }).await
+    }
+
+    pub async fn execute(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<u64> {
+        self.run(q.name, async { self.conn.client.execute(&self.statement(q).await?, params).await }).await
+    }
+
+    /// For SQL assembled per request (the audit filters): planned with its real shape
+    /// every time, so it is not cached.
+    pub async fn query_unprepared(
+        &self,
+        name: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> ApiResult<Vec<Row>> {
+        self.run(name, self.conn.client.query(sql, params)).await
+    }
+}
+
+fn map_pg_error(query: &str, e: tokio_postgres::Error) -> ApiError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
+            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default();
+            ApiError::Conflict(match constraint {
+                "idx_users_username" => "username is already taken",
+                "idx_users_email" => "email is already registered",
+                _ => "the resource already exists",
+            })
+        }
+        Some(c) if *c == SqlState::QUERY_CANCELED => {
+            tracing::warn!(query, "statement timed out");
+            ApiError::unavailable("the database did not answer in time")
+        }
+        Some(c)
+            if *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            ApiError::unavailable("the database is unavailable")
+        }
+        None if e.is_closed() || e.as_db_error().is_none() => {
+            tracing::warn!(query, error = %e, "database connection error");
+            ApiError::unavailable("the database is unavailable")
+        }
+        _ => ApiError::Internal(anyhow::Error::new(e).context(format!("query {query}"))),
+    }
+}

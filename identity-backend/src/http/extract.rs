@@ -1,0 +1,189 @@
+//! Request extractors that turn every kind of bad input into a 4xx JSON error:
+//! wrong content type (415), oversize body (413), bad UTF-8, malformed JSON, unknown
+//! fields and bad query strings (400). Axum's own rejections answer in plain text, so
+//! they are not used.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::SharedState;
+
+/// Per-request facts the telemetry middleware establishes.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub trace_id: String,
+    pub client_ip: IpAddr,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request context middleware is not installed")))
+    }
+}
+
+fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
+/// Reads the whole body as UTF-8, refusing more than the configured limit.
+async fn read_text(body: Body, limit: usize) -> Result<String, ApiError> {
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes")))
+        }
+        Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
+    };
+    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::InvalidRequest("request body is not valid UTF-8".into()))
+}
+
+/// A JSON body deserialized into `T` (whose fields should `deny_unknown_fields`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        if !content_type_is(req.headers(), "application/json") {
+            return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()));
+        }
+        let text = read_text(req.into_body(), state.config.max_body_bytes).await?;
+        serde_json::from_str(&text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Like [`JsonBody`], but an empty body is `None` (for endpoints whose body is optional).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned> FromRequest<SharedState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        let has_type = req.headers().contains_key(header::CONTENT_TYPE);
+        let (parts, body) = req.into_parts();
+        let text = read_text(body, state.config.max_body_bytes).await?;
+        if text.trim().is_empty() {
+            return Ok(OptionalJsonBody(None));
+        }
+        if !has_type || !content_type_is(&parts.headers, "application/json") {
+            return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()));
+        }
+        serde_json::from_str(&text)
+            .map(|v| OptionalJsonBody(Some(v)))
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body, as RFC 6749 reads it: parameters
+/// without a value count as absent, a repeated parameter is an error, and unknown
+/// parameters are ignored (RFC 6749 §3.1, §3.2).
+pub struct FormBody(pub HashMap<String, String>);
+
+impl FormBody {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn require(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name).ok_or_else(|| ApiError::InvalidRequest(format!("missing parameter {name}")))
+    }
+}
+
+impl FromRequest<SharedState> for FormBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
+        if !content_type_is(req.headers(), "application/x-www-form-urlencoded") {
+            return Err(ApiError::UnsupportedMediaType(
+                "Content-Type must be application/x-www-form-urlencoded".into(),
+            ));
+        }
+        let text = read_text(req.into_body(), state.config.max_body_bytes).await?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&text)
+            .map_err(|_| ApiError::InvalidRequest("malformed form body".into()))?;
+        let mut params = HashMap::new();
+        for (k, v) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
+            if params.contains_key(&k) {
+                return Err(ApiError::InvalidRequest(format!("parameter {k} is repeated")));
+            }
+            params.insert(k, v);
+        }
+        Ok(FormBody(params))
+    }
+}
+
+/// A query string deserialized into `T` (which should `deny_unknown_fields`).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+            .map(QueryParams)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+    }
+}
+
+/// A path segment parsed as a UUID; anything else cannot name a resource, so it is a 404.
+pub fn parse_id(raw: &str, what: &'static str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
+}
+
+pub const SESSION_COOKIE: &str = "quantaid_session";
+
+/// The bearer credential: `Authorization: Bearer <token>`, else the session cookie.
+pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = auth.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn credential_from_header_or_cookie() {
+        assert_eq!(presented_credential(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(presented_credential(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
+        assert_eq!(presented_credential(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(presented_credential(&headers(&[("authorization", "Bearer")])), None);
+        assert_eq!(presented_credential(&headers(&[("cookie", "a=1; quantaid_session=xyz")])), Some("xyz"));
+        assert_eq!(presented_credential(&headers(&[("cookie", "quantaid_session=")])), None);
+        assert_eq!(presented_credential(&HeaderMap::new()), None);
+    }
+}

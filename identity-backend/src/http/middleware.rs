@@ -1,0 +1,106 @@
+//! The request middleware: trace context, client IP, request metrics and the access log.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::config::{canonical, IpNet};
+use crate::error::ApiError;
+use crate::http::extract::RequestContext;
+use crate::telemetry::{new_trace_id, trace_id_from_traceparent};
+use crate::SharedState;
+
+/// Nothing a client asks of the backend may take longer than this; a stuck request
+/// ends as a 503 rather than holding its connection forever.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// untrusted hop in `X-Forwarded-For` (read right to left, since only the entries our
+/// own proxies appended can be believed).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().parse::<IpAddr>().map(canonical))
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
+}
+
+pub async fn observe(
+    State(state): State<SharedState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace_id_from_traceparent)
+        .unwrap_or_else(new_trace_id);
+    let client_ip = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let path = path.unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestContext { trace_id: trace_id.clone(), client_ip });
+
+    let span = tracing::info_span!("request", trace_id = %trace_id, ip_address = %client_ip, user_id = tracing::field::Empty);
+    let response = match tokio::time::timeout(REQUEST_DEADLINE, next.run(req).instrument(span.clone())).await {
+        Ok(response) => response,
+        Err(_) => ApiError::unavailable("the request took too long").into_response(),
+    };
+
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    let m = &state.metrics;
+    m.http_requests.with_label_values(&[method.as_str(), &path, &status.to_string()]).inc();
+    m.http_duration.with_label_values(&[method.as_str(), &path]).observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request completed"
+        )
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // Untrusted peer: the header is ignored.
+        assert_eq!(client_ip(ip("203.0.113.9"), &xff("1.2.3.4"), &trusted), ip("203.0.113.9"));
+        // Trusted peer: the nearest untrusted hop wins, not a spoofed leftmost entry.
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted), ip("198.51.100.7"));
+        // Garbage in the header: fall back to the peer.
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("not-an-ip"), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &HeaderMap::new(), &trusted), ip("127.0.0.1"));
+    }
+}

@@ -1,0 +1,101 @@
+//! QuantaID identity backend: the system of record behind the caching proxy.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod housekeeping;
+pub mod http;
+pub mod metrics;
+pub mod mfa;
+pub mod oauth;
+pub mod revocation;
+pub mod security;
+pub mod sessions;
+pub mod telemetry;
+pub mod throttle;
+pub mod users;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::security::password::PasswordHasher;
+
+pub struct AppState {
+    pub config: Config,
+    pub db: Db,
+    pub passwords: PasswordHasher,
+    pub metrics: Arc<Metrics>,
+    /// SHA-256 of the bootstrap admin token; the token itself is not kept.
+    pub admin_token_digest: Option<Vec<u8>>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Applies pending migrations over a dedicated connection.
+pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
+    let (mut client, connection) =
+        db::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+    let driver = tokio::spawn(connection);
+    let applied = db::migrations::migrate(&mut client).await;
+    drop(client);
+    let _ = driver.await;
+    applied
+}
+
+/// Runs the backend on the given listeners until `shutdown` resolves.
+pub async fn run(
+    api_listener: TcpListener,
+    metrics_listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.db.migrate_on_start {
+        migrate(&config).await?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let db = Db::connect(&config.db, metrics.clone()).await?;
+    let passwords = PasswordHasher::new(
+        &config.argon2,
+        config.password_hash_workers,
+        config.password_hash_queue,
+        metrics.password_hash_rejections.clone(),
+    )?;
+    let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
+    let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest });
+
+    let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let metrics_server = tokio::spawn(http::serve(
+        metrics_listener,
+        http::metrics_router(state.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    tracing::info!(addr = %api_listener.local_addr()?, "identity backend listening");
+    let grace = state.config.shutdown_grace;
+    let api_server = http::serve(api_listener, http::api_router(state.clone()), stopped(stop_rx));
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = stop_tx.send(true);
+        // Requests still running after the grace period are abandoned.
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = api_server => result?,
+        () = signal => tracing::warn!("drain period ended with requests still in flight"),
+    }
+    housekeeping.abort();
+    metrics_server.abort();
+    Ok(())
+}

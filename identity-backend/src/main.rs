@@ -1,0 +1,36 @@
+//! `quantaid-backend [serve|migrate]`: parses config and calls the library.
+
+use anyhow::Context;
+use quantaid_backend::config::Config;
+use quantaid_backend::{migrate, run, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init_logging(&config.log_level);
+    match std::env::args().nth(1).as_deref().unwrap_or("serve") {
+        "migrate" => {
+            let applied = migrate(&config).await?;
+            tracing::info!(applied, "migrations complete");
+            Ok(())
+        }
+        "serve" => {
+            let api = tokio::net::TcpListener::bind(config.listen_addr)
+                .await
+                .with_context(|| format!("binding {}", config.listen_addr))?;
+            let metrics = tokio::net::TcpListener::bind(config.metrics_addr)
+                .await
+                .with_context(|| format!("binding {}", config.metrics_addr))?;
+            run(api, metrics, config, shutdown_signal()).await
+        }
+        other => anyhow::bail!("unknown command {other:?}; use `serve` (default) or `migrate`"),
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

@@ -1,0 +1,110 @@
+//! OAuth 2.0: clients, the token endpoint, introspection, revocation, metadata and
+//! userinfo.
+
+pub mod clients;
+pub mod introspect;
+pub mod token;
+
+use axum::http::{header, HeaderMap};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
+use crate::db::{Conn, Query};
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::FormBody;
+use crate::security::token as tokens;
+
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_PASSWORD: &str = "password";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const SUPPORTED_GRANTS: [&str; 3] = [GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN];
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub client_id: String,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Client {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+
+    /// The granted scope: the request's scopes if all are allowed (all of the client's
+    /// when none is asked for), space-separated in a stable order.
+    pub fn grant_scope(&self, requested: Option<&str>) -> ApiResult<String> {
+        let Some(requested) = requested else { return Ok(self.scopes.join(" ")) };
+        let mut wanted: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if let Some(bad) = wanted.iter().find(|s| !self.scopes.iter().any(|c| c == *s)) {
+            return Err(ApiError::InvalidScope(format!("scope {bad:?} is not allowed for this client")));
+        }
+        Ok(wanted.join(" "))
+    }
+}
+
+const CLIENT_BY_ID: Query = Query {
+    name: "client_by_id",
+    sql: "SELECT client_id, secret_digest, grant_types, scopes FROM oauth_clients WHERE client_id = $1",
+};
+
+/// Authenticates the calling client by HTTP Basic (RFC 6749 §2.3.1, with its
+/// form-encoding of id and secret) or by `client_id`/`client_secret` in the body.
+/// Using both at once is an error.
+pub async fn authenticate_client(conn: &Conn<'_>, headers: &HeaderMap, form: &FormBody) -> ApiResult<Client> {
+    let invalid = ApiError::InvalidClient("client authentication failed");
+    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
+    });
+    let (client_id, secret) = match (basic, form.get("client_secret")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest("use one client authentication method, not two".into()))
+        }
+        (Some(encoded), None) => {
+            let decoded = STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).ok_or(invalid)?;
+            let (id, secret) = decoded.split_once(':').ok_or(ApiError::InvalidClient("malformed Basic credentials"))?;
+            let unescape = |s: &str| {
+                serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .map(|(_, v)| v)
+                    .unwrap_or_default()
+            };
+            (unescape(id), unescape(secret))
+        }
+        (None, Some(secret)) => (form.require("client_id")?.to_string(), secret.to_string()),
+        (None, None) => return Err(ApiError::InvalidClient("client authentication is required")),
+    };
+    if client_id.is_empty() || tokens::parse_kind(&secret, tokens::TokenKind::ClientSecret).is_none() {
+        return Err(ApiError::InvalidClient("client authentication failed"));
+    }
+    let row = conn.query_opt(&CLIENT_BY_ID, &[&client_id]).await?;
+    let presented = tokens::digest(&secret);
+    match row {
+        Some(r) if tokens::digests_match(r.get::<_, &[u8]>(1), &presented) => {
+            Ok(Client { client_id: r.get(0), grant_types: r.get(2), scopes: r.get(3) })
+        }
+        _ => Err(ApiError::InvalidClient("client authentication failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_are_narrowed_never_widened() {
+        let c = Client {
+            client_id: "c".into(),
+            grant_types: vec![],
+            scopes: vec!["read".into(), "write".into()],
+        };
+        assert_eq!(c.grant_scope(None).unwrap(), "read write");
+        assert_eq!(c.grant_scope(Some("write read write")).unwrap(), "read write");
+        assert_eq!(c.grant_scope(Some("read")).unwrap(), "read");
+        assert!(c.grant_scope(Some("admin")).is_err());
+    }
+}

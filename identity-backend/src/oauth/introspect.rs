@@ -1,0 +1,165 @@
+//! Introspection (RFC 7662), revocation (RFC 7009), server metadata (RFC 8414) and
+//! userinfo.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::audit::{self, Action};
+use crate::auth::{authenticate, find_access_token, Caller};
+use crate::db::Query;
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{FormBody, RequestContext};
+use crate::oauth::token::REFRESH_BY_DIGEST;
+use crate::oauth::{authenticate_client, SUPPORTED_GRANTS};
+use crate::security::token::{self, TokenKind};
+use crate::{revocation, SharedState};
+
+const TOKEN_OWNER_BY_ACCESS: Query = Query {
+    name: "token_owner_by_access",
+    sql: "SELECT id, family_id, client_id, user_id FROM oauth_tokens WHERE access_token = $1",
+};
+const USERNAME_BY_ID: Query = Query {
+    name: "username_by_id",
+    sql: "SELECT username, email FROM users WHERE id = $1 AND NOT disabled",
+};
+
+fn inactive() -> Response {
+    no_store(Json(json!({"active": false})))
+}
+
+fn no_store(body: Json<Value>) -> Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /oauth/introspect` (form `token=`, optional `token_type_hint`): the caller
+/// authenticates as a client. Anything malformed, unknown, expired or revoked is
+/// `{"active": false}`.
+pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
+    let conn = state.db.conn().await?;
+    authenticate_client(&conn, &headers, &form).await?;
+    let presented = form.require("token")?;
+    let now = Utc::now();
+    match token::parse(presented).map(|t| t.kind) {
+        Some(TokenKind::Access) => {
+            let Some(t) = find_access_token(&conn, presented, now).await? else { return Ok(inactive()) };
+            let sub = t.user_id.map(|u| u.to_string()).unwrap_or_else(|| t.client_id.clone());
+            let mut body = json!({
+                "active": true,
+                "scope": t.scope,
+                "client_id": t.client_id,
+                "sub": sub,
+                "exp": t.expires_at.timestamp(),
+                "iat": t.issued_at.timestamp(),
+                "token_type": "Bearer",
+            });
+            if let Some(username) = t.username {
+                body["username"] = json!(username);
+            }
+            Ok(no_store(Json(body)))
+        }
+        Some(TokenKind::Refresh) => {
+            let Some(row) = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await? else {
+                return Ok(inactive());
+            };
+            let (client_id, user_id, scope): (String, Option<Uuid>, String) = (row.get(2), row.get(3), row.get(4));
+            let (expires, rotated, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) =
+                (row.get(5), row.get(6), row.get(7));
+            let Some(exp) = expires.filter(|e| *e > now && rotated.is_none() && !revoked) else {
+                return Ok(inactive());
+            };
+            let username = match user_id {
+                Some(u) => match conn.query_opt(&USERNAME_BY_ID, &[&u]).await? {
+                    Some(r) => Some(r.get::<_, String>(0)),
+                    None => return Ok(inactive()),
+                },
+                None => None,
+            };
+            let mut body = json!({
+                "active": true,
+                "scope": scope,
+                "client_id": client_id,
+                "sub": user_id.map(|u| u.to_string()).unwrap_or(client_id.clone()),
+                "exp": exp.timestamp(),
+                "token_type": "refresh_token",
+            });
+            if let Some(username) = username {
+                body["username"] = json!(username);
+            }
+            Ok(no_store(Json(body)))
+        }
+        _ => Ok(inactive()),
+    }
+}
+
+/// `POST /oauth/revoke` (RFC 7009): `200` whether or not the token was live. Revoking
+/// an access token ends its issuance; revoking a refresh token ends its whole family.
+pub async fn revoke(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    form: FormBody,
+) -> ApiResult<Response> {
+    let conn = state.db.conn().await?;
+    let client = authenticate_client(&conn, &headers, &form).await?;
+    let presented = form.require("token")?;
+    let digest = token::digest(presented);
+    let kind = token::parse(presented).map(|t| t.kind);
+    let row = match kind {
+        Some(TokenKind::Access) => conn.query_opt(&TOKEN_OWNER_BY_ACCESS, &[&digest]).await?,
+        Some(TokenKind::Refresh) => conn.query_opt(&REFRESH_BY_DIGEST, &[&digest]).await?,
+        _ => None,
+    };
+    if let Some(row) = row {
+        let (id, family_id, owner, user_id): (Uuid, Uuid, String, Option<Uuid>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        if owner != client.client_id {
+            return Err(ApiError::Forbidden("the token was issued to another client"));
+        }
+        let revoked = if kind == Some(TokenKind::Refresh) {
+            revocation::revoke_family(&conn, family_id).await? > 0
+        } else {
+            revocation::revoke_token(&conn, id).await?
+        };
+        if revoked {
+            let details = json!({"client_id": owner, "token_type": if kind == Some(TokenKind::Refresh) { "refresh_token" } else { "access_token" }});
+            audit::record(&conn, user_id, Action::TokenRevoke, ctx.client_ip, details).await?;
+        }
+    }
+    Ok(no_store(Json(json!({}))))
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn metadata(State(state): State<SharedState>) -> Json<Value> {
+    let issuer = &state.config.issuer;
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    Json(json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "userinfo_endpoint": format!("{issuer}/v1/userinfo"),
+        "grant_types_supported": SUPPORTED_GRANTS,
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+    }))
+}
+
+/// `GET /v1/userinfo` with a user's access token.
+pub async fn userinfo(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let Caller::AccessToken(t) = authenticate(&state, &headers).await? else {
+        return Err(ApiError::Unauthorized("an access token is required"));
+    };
+    let user_id = t.user_id.ok_or(ApiError::Forbidden("this access token does not belong to a user"))?;
+    let conn = state.db.conn().await?;
+    let row = conn.query_opt(&USERNAME_BY_ID, &[&user_id]).await?.ok_or(ApiError::Unauthorized("invalid or expired credentials"))?;
+    Ok(Json(json!({"sub": user_id, "username": row.get::<_, String>(0), "email": row.get::<_, String>(1)})))
+}

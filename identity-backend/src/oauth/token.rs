@@ -1,0 +1,255 @@
+//! `POST /oauth/token` (RFC 6749): `client_credentials`, `password` and
+//! `refresh_token`, with refresh-token rotation and reuse detection.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Action};
+use crate::db::{Conn, Query};
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{FormBody, RequestContext};
+use crate::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
+use crate::security::token::{self, new_id, TokenKind};
+use crate::sessions::verify_password;
+use crate::{revocation, SharedState};
+
+const INSERT_TOKEN: Query = Query {
+    name: "token_insert",
+    sql: "INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
+                                    created_at, expires_at, refresh_expires_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+};
+pub const REFRESH_BY_DIGEST: Query = Query {
+    name: "refresh_token_by_digest",
+    sql: "SELECT id, family_id, client_id, user_id, scope, refresh_expires_at, refresh_rotated_at, revoked
+          FROM oauth_tokens WHERE refresh_token = $1",
+};
+/// Marks the old refresh token used and inserts its successor in one statement, so two
+/// racing uses cannot both succeed and a failure cannot lose the chain.
+const ROTATE: Query = Query {
+    name: "refresh_token_rotate",
+    sql: "WITH old AS (
+              UPDATE oauth_tokens SET refresh_rotated_at = $8
+              WHERE id = $1 AND refresh_rotated_at IS NULL AND NOT revoked RETURNING family_id, client_id, user_id)
+          INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
+                                    created_at, expires_at, refresh_expires_at)
+          SELECT $2, $3, $4, old.family_id, old.client_id, old.user_id, $5, 'refresh_token', $8, $6, $7 FROM old
+          RETURNING id",
+};
+
+struct Issued {
+    access_token: String,
+    refresh_token: Option<String>,
+    scope: String,
+    expires_in: i64,
+}
+
+fn token_response(issued: Issued) -> Response {
+    let mut body = json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if let Some(refresh) = issued.refresh_token {
+        body["refresh_token"] = json!(refresh);
+    }
+    let mut response = Json(body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn ttl(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::hours(1))
+}
+
+/// Inserts a new issuance (a new token family).
+async fn issue_new(
+    state: &SharedState,
+    conn: &Conn<'_>,
+    client: &Client,
+    user_id: Option<Uuid>,
+    scope: String,
+    grant_type: &str,
+    with_refresh: bool,
+) -> ApiResult<Issued> {
+    let now = Utc::now();
+    let access = token::generate(TokenKind::Access, now);
+    let refresh = with_refresh.then(|| token::generate(TokenKind::Refresh, now));
+    let expires_at = now + ttl(state.config.access_token_ttl);
+    let refresh_expires_at: Option<DateTime<Utc>> = refresh.as_ref().map(|_| now + ttl(state.config.refresh_token_ttl));
+    let id = new_id(now);
+    conn.execute(
+        &INSERT_TOKEN,
+        &[
+            &id,
+            &token::digest(&access),
+            &refresh.as_deref().map(token::digest),
+            &id, // a new family is named after its first issuance
+            &client.client_id,
+            &user_id,
+            &scope,
+            &grant_type,
+            &now,
+            &expires_at,
+            &refresh_expires_at,
+        ],
+    )
+    .await?;
+    Ok(Issued { access_token: access, refresh_token: refresh, scope, expires_in: (expires_at - now).num_seconds() })
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    form: FormBody,
+) -> ApiResult<Response> {
+    let grant_type = form.require("grant_type")?.to_string();
+    let conn = state.db.conn().await?;
+    let client = authenticate_client(&conn, &headers, &form).await?;
+    if !crate::oauth::SUPPORTED_GRANTS.contains(&grant_type.as_str()) {
+        return Err(ApiError::UnsupportedGrantType(format!("grant_type {grant_type:?} is not supported")));
+    }
+    if !client.allows_grant(&grant_type) {
+        return Err(ApiError::UnsupportedGrantType(format!("this client may not use grant_type {grant_type:?}")));
+    }
+    let (issued, user_id) = match grant_type.as_str() {
+        GRANT_CLIENT_CREDENTIALS => {
+            let scope = client.grant_scope(form.get("scope"))?;
+            (issue_new(&state, &conn, &client, None, scope, GRANT_CLIENT_CREDENTIALS, false).await?, None)
+        }
+        GRANT_PASSWORD => {
+            let scope = client.grant_scope(form.get("scope"))?;
+            let username = form.require("username")?.to_string();
+            let password = form.require("password")?.to_string();
+            drop(conn); // never hold a connection while hashing
+            let user = verify_password(&state, &username, password, ctx.client_ip).await.map_err(|e| match e {
+                ApiError::InvalidCredentials => ApiError::InvalidGrant("invalid resource owner credentials"),
+                other => other,
+            })?;
+            if user.mfa_enabled {
+                return Err(ApiError::InvalidGrant("this user has MFA enabled; use /v1/auth/login"));
+            }
+            let conn = state.db.conn().await?;
+            let with_refresh = client.allows_grant(GRANT_REFRESH_TOKEN);
+            let issued = issue_new(&state, &conn, &client, Some(user.id), scope, GRANT_PASSWORD, with_refresh).await?;
+            audit_issue(&conn, Some(user.id), &client, GRANT_PASSWORD, ctx.client_ip).await?;
+            state.metrics.tokens_issued.with_label_values(&[GRANT_PASSWORD]).inc();
+            return Ok(token_response(issued));
+        }
+        _ => refresh(&state, &conn, &client, &form, ctx.client_ip).await?,
+    };
+    audit_issue(&conn, user_id, &client, &grant_type, ctx.client_ip).await?;
+    state.metrics.tokens_issued.with_label_values(&[grant_type.as_str()]).inc();
+    Ok(token_response(issued))
+}
+
+async fn audit_issue(
+    conn: &Conn<'_>,
+    user_id: Option<Uuid>,
+    client: &Client,
+    grant_type: &str,
+    ip: std::net::IpAddr,
+) -> ApiResult<()> {
+    let details = json!({"client_id": client.client_id, "grant_type": grant_type});
+    audit::record(conn, user_id, Action::TokenIssue, ip, details).await
+}
+
+/// A rotated refresh token came back: one of its holders is not the legitimate client,
+/// so the whole family is revoked.
+async fn reuse_detected(
+    conn: &Conn<'_>,
+    family_id: Uuid,
+    user_id: Option<Uuid>,
+    client_id: &str,
+    ip: std::net::IpAddr,
+) -> ApiResult<(Issued, Option<Uuid>)> {
+    let revoked = revocation::revoke_family(conn, family_id).await?;
+    tracing::warn!(family = %family_id, revoked, "refresh token reuse detected; token family revoked");
+    audit::record(conn, user_id, Action::RefreshTokenReuse, ip, json!({"client_id": client_id, "revoked": revoked})).await?;
+    Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"))
+}
+
+/// The `refresh_token` grant: rotate on every use; a second use of a rotated token
+/// revokes the whole family, since one of its holders is not the legitimate client.
+async fn refresh(
+    state: &SharedState,
+    conn: &Conn<'_>,
+    client: &Client,
+    form: &FormBody,
+    ip: std::net::IpAddr,
+) -> ApiResult<(Issued, Option<Uuid>)> {
+    let presented = form.require("refresh_token")?;
+    let invalid = ApiError::InvalidGrant("the refresh token is invalid, expired or revoked");
+    if token::parse_kind(presented, TokenKind::Refresh).is_none() {
+        return Err(invalid);
+    }
+    let now = Utc::now();
+    let row = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await?.ok_or(invalid)?;
+    let (id, family_id, owner, user_id, scope): (Uuid, Uuid, String, Option<Uuid>, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (expires_at, rotated_at, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) =
+        (row.get(5), row.get(6), row.get(7));
+    if owner != client.client_id {
+        return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
+    }
+    if rotated_at.is_some() && !revoked {
+        return reuse_detected(conn, family_id, user_id, &owner, ip).await;
+    }
+    if revoked || expires_at.is_none_or(|e| e <= now) {
+        return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
+    }
+    // A refresh may narrow the scope, never widen it (RFC 6749 §6).
+    let granted: Vec<&str> = scope.split(' ').collect();
+    let scope = match form.get("scope") {
+        None => scope.clone(),
+        Some(requested) => {
+            let mut wanted: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            if wanted.iter().any(|s| !granted.contains(s)) {
+                return Err(ApiError::InvalidScope("a refresh cannot widen the granted scope".into()));
+            }
+            wanted.join(" ")
+        }
+    };
+    let access = token::generate(TokenKind::Access, now);
+    let next_refresh = token::generate(TokenKind::Refresh, now);
+    let expires_at = now + ttl(state.config.access_token_ttl);
+    let refresh_expires_at = now + ttl(state.config.refresh_token_ttl);
+    let rotated = conn
+        .query_opt(
+            &ROTATE,
+            &[
+                &id,
+                &new_id(now),
+                &token::digest(&access),
+                &token::digest(&next_refresh),
+                &scope,
+                &expires_at,
+                &refresh_expires_at,
+                &now,
+            ],
+        )
+        .await?;
+    if rotated.is_none() {
+        // Another request rotated it first: this is a second use of the same token.
+        return reuse_detected(conn, family_id, user_id, &owner, ip).await;
+    }
+    let issued = Issued {
+        access_token: access,
+        refresh_token: Some(next_refresh),
+        scope,
+        expires_in: (expires_at - now).num_seconds(),
+    };
+    Ok((issued, user_id))
+}

@@ -1,0 +1,5 @@
+//! Credential handling: token formats and digests, argon2id passwords, TOTP.
+
+pub mod password;
+pub mod token;
+pub mod totp;

@@ -1,0 +1,285 @@
+//! Password login, MFA verification, session lookup and logout.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Action};
+use crate::auth::{authenticate, find_session, note_user, Caller};
+use crate::db::{Conn, Query};
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{presented_credential, JsonBody, OptionalJsonBody, RequestContext};
+use crate::security::token::{self, new_id, TokenKind};
+use crate::security::totp;
+use crate::throttle::{self, LoginKeys};
+use crate::{revocation, users, SharedState};
+
+pub const USER_BY_USERNAME: Query = Query {
+    name: "user_by_username",
+    sql: "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE username = $1",
+};
+const INSERT_SESSION: Query = Query {
+    name: "session_insert",
+    sql: "INSERT INTO sessions (id, token_digest, user_id, mfa_verified, ip_address, created_at, expires_at)
+          VALUES ($1, $2, $3, $4, $5, $6, $7)",
+};
+const INSERT_MFA_CHALLENGE: Query = Query {
+    name: "mfa_challenge_insert",
+    sql: "INSERT INTO mfa_challenges (token_digest, user_id, expires_at) VALUES ($1, $2, $3)",
+};
+/// The challenge's user and TOTP state, if the challenge is live and not burnt out.
+const MFA_CHALLENGE: Query = Query {
+    name: "mfa_challenge_lookup",
+    sql: "SELECT c.user_id, t.secret, t.last_used_step
+          FROM mfa_challenges c
+          JOIN users u ON u.id = c.user_id
+          JOIN user_totp t ON t.user_id = c.user_id AND t.confirmed
+          WHERE c.token_digest = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
+            AND NOT u.disabled",
+};
+const MFA_CHALLENGE_FAILED: Query = Query {
+    name: "mfa_challenge_failed",
+    sql: "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_digest = $1",
+};
+/// Consumes the challenge and the TOTP step together: a replayed code or a reused
+/// challenge matches no row.
+const MFA_CONSUME: Query = Query {
+    name: "mfa_consume",
+    sql: "WITH c AS (
+              UPDATE mfa_challenges SET used_at = $3 WHERE token_digest = $1 AND used_at IS NULL RETURNING user_id)
+          UPDATE user_totp t SET last_used_step = $2 FROM c
+          WHERE t.user_id = c.user_id AND t.last_used_step < $2 RETURNING t.user_id",
+};
+
+/// Wrong codes allowed on one MFA challenge before it is void.
+pub const MFA_MAX_FAILURES: i32 = 5;
+
+#[derive(Clone, Copy, Debug)]
+pub struct VerifiedUser {
+    pub id: Uuid,
+    pub mfa_enabled: bool,
+}
+
+/// Checks a username and password with throttling, the same answer and a similar time
+/// whether or not the user exists, and failure auditing. Used by login and by the
+/// OAuth `password` grant.
+pub async fn verify_password(
+    state: &SharedState,
+    username: &str,
+    password: String,
+    ip: IpAddr,
+) -> ApiResult<VerifiedUser> {
+    let username = username.trim().to_lowercase();
+    let keys = LoginKeys::new(&username, ip);
+    let now = Utc::now();
+    let conn = state.db.conn().await?;
+    if let Err(e) = throttle::check(&conn, &state.config.throttle, &keys, now).await {
+        state.metrics.logins.with_label_values(&["throttled"]).inc();
+        return Err(e);
+    }
+    let row = conn.query_opt(&USER_BY_USERNAME, &[&username]).await?;
+    drop(conn); // never hold a connection while hashing
+    let (user, stored_hash) = match &row {
+        Some(r) => (Some((r.get::<_, Uuid>(0), r.get::<_, bool>(2), r.get::<_, bool>(3))), Some(r.get(1))),
+        None => (None, None),
+    };
+    let password_ok = state.passwords.verify(password, stored_hash).await?;
+    let conn = state.db.conn().await?;
+    match user {
+        Some((id, disabled, mfa_enabled)) if password_ok && !disabled => {
+            throttle::clear_account(&conn, &keys).await?;
+            note_user(id);
+            Ok(VerifiedUser { id, mfa_enabled })
+        }
+        _ => {
+            throttle::record_failure(&conn, &state.config.throttle, &keys, now).await?;
+            let user_id = user.map(|u| u.0);
+            audit::record(&conn, user_id, Action::LoginFailure, ip, json!({"reason": "invalid_credentials"})).await?;
+            state.metrics.logins.with_label_values(&["failure"]).inc();
+            Err(ApiError::InvalidCredentials)
+        }
+    }
+}
+
+/// Creates a session and returns its token and expiry.
+async fn start_session(
+    state: &SharedState,
+    conn: &Conn<'_>,
+    user_id: Uuid,
+    mfa_verified: bool,
+    ip: IpAddr,
+) -> ApiResult<(String, DateTime<Utc>)> {
+    let now = Utc::now();
+    let expires_at = now + Duration::from_std(state.config.session_ttl).unwrap_or(Duration::hours(12));
+    let secret = token::generate(TokenKind::Session, now);
+    conn.execute(
+        &INSERT_SESSION,
+        &[&new_id(now), &token::digest(&secret), &user_id, &mfa_verified, &ip, &now, &expires_at],
+    )
+    .await?;
+    Ok((secret, expires_at))
+}
+
+fn session_response(session_token: String, user_id: Uuid, expires_at: DateTime<Utc>) -> Response {
+    let body = json!({"session_token": session_token, "user_id": user_id, "expires_at": expires_at, "mfa_required": false});
+    no_store(Json(body).into_response())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    username: String,
+    password: String,
+}
+
+/// `POST /v1/auth/login`.
+pub async fn login(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<Login>,
+) -> ApiResult<Response> {
+    let user = verify_password(&state, &body.username, body.password, ctx.client_ip).await?;
+    let conn = state.db.conn().await?;
+    if user.mfa_enabled {
+        let now = Utc::now();
+        let expires_at = now + Duration::from_std(state.config.mfa_token_ttl).unwrap_or(Duration::minutes(5));
+        let mfa_token = token::generate(TokenKind::MfaChallenge, now);
+        conn.execute(&INSERT_MFA_CHALLENGE, &[&token::digest(&mfa_token), &user.id, &expires_at]).await?;
+        state.metrics.logins.with_label_values(&["mfa_required"]).inc();
+        let body = json!({"mfa_required": true, "mfa_token": mfa_token, "expires_at": expires_at});
+        return Ok(no_store(Json(body).into_response()));
+    }
+    let (session_token, expires_at) = start_session(&state, &conn, user.id, false, ctx.client_ip).await?;
+    audit::record(&conn, Some(user.id), Action::LoginSuccess, ctx.client_ip, json!({"mfa": false})).await?;
+    state.metrics.logins.with_label_values(&["success"]).inc();
+    tracing::info!("user logged in");
+    Ok(session_response(session_token, user.id, expires_at))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaVerify {
+    mfa_token: String,
+    code: String,
+}
+
+/// `POST /v1/auth/mfa/verify`: trades an MFA challenge and a TOTP code for a session.
+pub async fn mfa_verify(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<MfaVerify>,
+) -> ApiResult<Response> {
+    let failure = || ApiError::Unauthorized("invalid or expired MFA challenge or code");
+    if token::parse_kind(&body.mfa_token, TokenKind::MfaChallenge).is_none() {
+        state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
+        return Err(failure());
+    }
+    let digest = token::digest(&body.mfa_token);
+    let now = Utc::now();
+    let conn = state.db.conn().await?;
+    let Some(row) = conn.query_opt(&MFA_CHALLENGE, &[&digest, &now, &MFA_MAX_FAILURES]).await? else {
+        state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
+        return Err(failure());
+    };
+    let (user_id, secret, last_used_step): (Uuid, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+    note_user(user_id);
+    let unix = u64::try_from(now.timestamp()).unwrap_or(0);
+    let step = totp::verify(&secret, body.code.trim(), unix, u64::try_from(last_used_step).unwrap_or(0));
+    let consumed = match step {
+        Some(step) => conn.query_opt(&MFA_CONSUME, &[&digest, &(step as i64), &now]).await?.is_some(),
+        None => false,
+    };
+    if !consumed {
+        conn.execute(&MFA_CHALLENGE_FAILED, &[&digest]).await?;
+        audit::record(&conn, Some(user_id), Action::MfaFailure, ctx.client_ip, json!({})).await?;
+        state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
+        return Err(failure());
+    }
+    let (session_token, expires_at) = start_session(&state, &conn, user_id, true, ctx.client_ip).await?;
+    audit::record(&conn, Some(user_id), Action::MfaSuccess, ctx.client_ip, json!({})).await?;
+    audit::record(&conn, Some(user_id), Action::LoginSuccess, ctx.client_ip, json!({"mfa": true})).await?;
+    state.metrics.mfa_verifications.with_label_values(&["success"]).inc();
+    state.metrics.logins.with_label_values(&["success"]).inc();
+    Ok(session_response(session_token, user_id, expires_at))
+}
+
+/// `GET /v1/auth/session`: the session named by the bearer token or cookie.
+pub async fn current(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Response> {
+    let credential = presented_credential(&headers).ok_or(ApiError::Unauthorized("missing session token"))?;
+    let conn = state.db.conn().await?;
+    let session = find_session(&conn, credential, Utc::now())
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid or expired session"))?;
+    note_user(session.user_id);
+    let body = json!({
+        "user_id": session.user_id,
+        "created_at": session.created_at,
+        "expires_at": session.expires_at,
+        "mfa_verified": session.mfa_verified,
+    });
+    Ok(no_store(Json(body).into_response()))
+}
+
+async fn require_session(state: &SharedState, headers: &HeaderMap) -> ApiResult<crate::auth::Session> {
+    match authenticate(state, headers).await? {
+        Caller::Session(s) => Ok(s),
+        _ => Err(ApiError::Unauthorized("a session token is required")),
+    }
+}
+
+/// `POST /v1/auth/logout`: ends the calling session everywhere.
+pub async fn logout(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let session = require_session(&state, &headers).await?;
+    note_user(session.user_id);
+    let conn = state.db.conn().await?;
+    if revocation::revoke_session(&conn, session.id, Utc::now()).await? {
+        audit::record(&conn, Some(session.user_id), Action::Logout, ctx.client_ip, json!({})).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutAll {
+    user_id: Uuid,
+}
+
+/// `POST /v1/auth/logout-all`: every session and token of the caller's user, or, for an
+/// admin, of `{"user_id"}`.
+pub async fn logout_all(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    OptionalJsonBody(body): OptionalJsonBody<LogoutAll>,
+) -> ApiResult<StatusCode> {
+    let caller = authenticate(&state, &headers).await?;
+    let user_id = match (&caller, body) {
+        (Caller::Session(s), None) => s.user_id,
+        (c, Some(b)) if c.is_admin_or_session_of(b.user_id) => b.user_id,
+        (c, None) if c.is_admin() => return Err(ApiError::InvalidRequest("user_id is required".into())),
+        _ => return Err(ApiError::Forbidden("not allowed to log this user out")),
+    };
+    note_user(user_id);
+    let conn = state.db.conn().await?;
+    let (sessions, tokens) = revocation::revoke_all_for_user(&conn, user_id, None, Utc::now()).await?;
+    let details = json!({"by": users::caller_label(&caller), "sessions": sessions, "tokens": tokens});
+    audit::record(&conn, Some(user_id), Action::LogoutAll, ctx.client_ip, details).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+

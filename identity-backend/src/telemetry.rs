@@ -1,0 +1,152 @@
+//! One JSON object per log line, and W3C trace context.
+//!
+//! Each line has `timestamp`, `level`, `message`, and `trace_id`, `user_id` and
+//! `ip_address` whenever the enclosing request span knows them, so one request carries
+//! one `trace_id` through the proxy's and the backend's logs.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use rand::RngCore;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Installs the JSON logger at `level` (an `EnvFilter` directive such as `info`).
+pub fn init_logging(level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry().with(filter).with(JsonLines).try_init();
+}
+
+/// Writes each event as one JSON line on stdout, merged with its spans' fields.
+pub struct JsonLines;
+
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_string(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S> Layer<S> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(fields);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
+                values.record(fields);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        line.insert("level".into(), Value::from(event.metadata().level().as_str().to_ascii_lowercase()));
+        // Span fields first (outermost to innermost), then the event's own.
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(fields) = span.extensions().get::<Fields>() {
+                    line.extend(fields.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        let mut own = Fields::default();
+        event.record(&mut own);
+        line.extend(own.0);
+        line.entry("message").or_insert(Value::from(""));
+        line.insert("target".into(), Value::from(event.metadata().target()));
+        let mut out = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
+        out.push(b'\n');
+        let _ = std::io::stdout().lock().write_all(&out);
+    }
+}
+
+/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
+    let mut parts = header.trim().split('-');
+    let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && hex(parent_id, 16)
+        && hex(flags, 2)
+        && trace_id.bytes().any(|b| b != b'0')
+        && parent_id.bytes().any(|b| b != b'0')
+        && (version != "00" || parts.next().is_none());
+    valid.then(|| trace_id.to_string())
+}
+
+/// A fresh random 128-bit trace id in W3C hex form.
+pub fn new_trace_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_w3c_traceparent() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(trace_id_from_traceparent(tp).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-xyz-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id_from_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn new_trace_ids_are_valid_and_distinct() {
+        let a = new_trace_id();
+        assert_eq!(a.len(), 32);
+        assert!(trace_id_from_traceparent(&format!("00-{a}-00f067aa0ba902b7-01")).is_some());
+        assert_ne!(a, new_trace_id());
+    }
+}
