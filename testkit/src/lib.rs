@@ -1,1 +1,16 @@
+//! Real services for QuantaID's tests: a PostgreSQL cluster and Redis servers on free
+//! loopback ports, in temp dirs, that die with the test process.
+//!
+//! ```ignore
+//! let pg = quantaid_testkit::Postgres::shared();     // one cluster per test binary
+//! let db = pg.create_database().await?;               // a fresh database per test
+//! let redis = quantaid_testkit::Redis::start()?;      // .kill(), .restart()
+//! ```
 
+mod process;
+mod postgres;
+mod redis;
+
+pub use postgres::Postgres;
+pub use process::free_port;
+pub use redis::Redis;

@@ -1,0 +1,13 @@
+//! Integration tests of the identity backend against a real PostgreSQL.
+
+mod harness;
+
+mod audit;
+mod bad_input;
+mod concurrency;
+mod mfa;
+mod oauth;
+mod ops;
+mod query_plans;
+mod sessions;
+mod users;
