@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::auth::require_admin;
+use crate::auth::Admin;
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::QueryParams;
@@ -148,10 +147,9 @@ pub fn build_query(filter: &AuditFilter) -> ApiResult<(String, Vec<Box<dyn ToSql
 /// `GET /v1/audit-logs` (admin).
 pub async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Admin(_): Admin,
     QueryParams(filter): QueryParams<AuditFilter>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&state, &headers).await?;
     let (sql, params) = build_query(&filter)?;
     let limit = filter.limit.unwrap_or(DEFAULT_LIMIT) as usize;
     let conn = state.db.conn().await?;

@@ -1,6 +1,8 @@
 //! Who is calling: resolves a bearer credential to a session, an access token, or the
 //! bootstrap admin.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -146,6 +148,27 @@ pub async fn require_admin(state: &SharedState, headers: &HeaderMap) -> ApiResul
         Ok(caller)
     } else {
         Err(ApiError::Forbidden("admin rights are required"))
+    }
+}
+
+/// Extracts the authenticated caller. As a request-parts extractor it runs before any
+/// body extractor, so an unauthenticated request learns nothing about body validation.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<SharedState> for Authenticated {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        authenticate(state, &parts.headers).await.map(Authenticated)
+    }
+}
+
+/// Extracts a caller with admin rights (`401` without credentials, `403` without rights).
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<SharedState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        require_admin(state, &parts.headers).await.map(Admin)
     }
 }
 

@@ -1,7 +1,7 @@
 //! TOTP enrolment: a user's own session asks for a secret, then proves it with a code.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{self, Action};
-use crate::auth::{authenticate, note_user, Caller};
+use crate::auth::{note_user, Authenticated, Caller};
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, RequestContext};
@@ -44,8 +44,7 @@ const TOTP_CONFIRM: Query = Query {
 };
 
 /// Only the user's own session may enrol or confirm that user's MFA.
-async fn own_session(state: &SharedState, headers: &HeaderMap, raw_id: &str) -> ApiResult<uuid::Uuid> {
-    let caller = authenticate(state, headers).await?;
+fn own_session(caller: Caller, raw_id: &str) -> ApiResult<uuid::Uuid> {
     let id = parse_id(raw_id, "no such user")?;
     match caller {
         Caller::Session(s) if s.user_id == id => {
@@ -57,8 +56,12 @@ async fn own_session(state: &SharedState, headers: &HeaderMap, raw_id: &str) -> 
 }
 
 /// `POST /v1/users/{id}/mfa/totp`: a new (pending) TOTP secret.
-pub async fn enroll(State(state): State<SharedState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
-    let user_id = own_session(&state, &headers, &id).await?;
+pub async fn enroll(
+    State(state): State<SharedState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let user_id = own_session(caller, &id)?;
     let conn = state.db.conn().await?;
     let row = conn.query_opt(&TOTP_STATE, &[&user_id]).await?.ok_or(ApiError::NotFound("no such user"))?;
     let username: String = row.get(0);
@@ -87,11 +90,11 @@ pub struct Confirm {
 pub async fn confirm(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Confirm>,
 ) -> ApiResult<StatusCode> {
-    let user_id = own_session(&state, &headers, &id).await?;
+    let user_id = own_session(caller, &id)?;
     let conn = state.db.conn().await?;
     let row = conn
         .query_opt(&TOTP_PENDING_SECRET, &[&user_id])

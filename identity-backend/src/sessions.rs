@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit::{self, Action};
-use crate::auth::{authenticate, find_session, note_user, Caller};
+use crate::auth::{find_session, note_user, Authenticated, Caller};
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{presented_credential, JsonBody, OptionalJsonBody, RequestContext};
@@ -232,20 +232,15 @@ pub async fn current(State(state): State<SharedState>, headers: HeaderMap) -> Ap
     Ok(no_store(Json(body).into_response()))
 }
 
-async fn require_session(state: &SharedState, headers: &HeaderMap) -> ApiResult<crate::auth::Session> {
-    match authenticate(state, headers).await? {
-        Caller::Session(s) => Ok(s),
-        _ => Err(ApiError::Unauthorized("a session token is required")),
-    }
-}
-
 /// `POST /v1/auth/logout`: ends the calling session everywhere.
 pub async fn logout(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
 ) -> ApiResult<StatusCode> {
-    let session = require_session(&state, &headers).await?;
+    let Caller::Session(session) = caller else {
+        return Err(ApiError::Unauthorized("a session token is required"));
+    };
     note_user(session.user_id);
     let conn = state.db.conn().await?;
     if revocation::revoke_session(&conn, session.id, Utc::now()).await? {
@@ -265,10 +260,9 @@ pub struct LogoutAll {
 pub async fn logout_all(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     OptionalJsonBody(body): OptionalJsonBody<LogoutAll>,
 ) -> ApiResult<StatusCode> {
-    let caller = authenticate(&state, &headers).await?;
     let user_id = match (&caller, body) {
         (Caller::Session(s), None) => s.user_id,
         (c, Some(b)) if c.is_admin_or_session_of(b.user_id) => b.user_id,

@@ -1,7 +1,7 @@
 //! Users: create, read, list, update, delete, and password change.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::audit::{self, decode_cursor, encode_cursor, Action};
-use crate::auth::{authenticate, note_user, require_admin, Caller, USERS_READ_SCOPE};
+use crate::auth::{note_user, Admin, Authenticated, Caller, USERS_READ_SCOPE};
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, QueryParams, RequestContext};
@@ -101,10 +101,9 @@ pub struct CreateUser {
 pub async fn create(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     JsonBody(body): JsonBody<CreateUser>,
 ) -> ApiResult<impl IntoResponse> {
-    let caller = require_admin(&state, &headers).await?;
     let username = normalize_username(&body.username)?;
     let email = normalize_email(&body.email)?;
     check_policy(&body.password)?;
@@ -120,10 +119,9 @@ pub async fn create(
 /// `GET /v1/users/{id}`: admin, the user's own session, or a token with `users:read`.
 pub async fn get(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &headers).await?;
     let id = parse_id(&id, "no such user")?;
     let allowed = caller.is_admin_or_session_of(id)
         || matches!(&caller, Caller::AccessToken(t) if t.has_scope(USERS_READ_SCOPE));
@@ -145,10 +143,9 @@ pub struct ListParams {
 /// `GET /v1/users?limit=&cursor=` (admin): newest first, keyset-paginated.
 pub async fn list(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    Admin(_): Admin,
     QueryParams(params): QueryParams<ListParams>,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&state, &headers).await?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::InvalidRequest("limit must be between 1 and 500".into()));
@@ -175,11 +172,10 @@ pub struct UpdateUser {
 pub async fn update(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateUser>,
 ) -> ApiResult<Json<Value>> {
-    let caller = require_admin(&state, &headers).await?;
     let id = parse_id(&id, "no such user")?;
     let email = body.email.as_deref().map(normalize_email).transpose()?;
     let now = Utc::now();
@@ -200,10 +196,9 @@ pub async fn update(
 pub async fn delete(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let caller = require_admin(&state, &headers).await?;
     let id = parse_id(&id, "no such user")?;
     let conn = state.db.conn().await?;
     if conn.execute(&DELETE_USER, &[&id]).await? == 0 {
@@ -225,11 +220,10 @@ pub struct ChangePassword {
 pub async fn change_password(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ChangePassword>,
 ) -> ApiResult<StatusCode> {
-    let caller = authenticate(&state, &headers).await?;
     let id = parse_id(&id, "no such user")?;
     if !caller.is_admin_or_session_of(id) {
         return Err(ApiError::Forbidden("not allowed to change this password"));

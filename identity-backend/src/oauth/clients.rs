@@ -1,7 +1,7 @@
 //! OAuth client registration (admin). The secret is shown once; only its digest is kept.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::audit::{self, Action};
-use crate::auth::require_admin;
+use crate::auth::Admin;
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{JsonBody, RequestContext};
@@ -43,10 +43,9 @@ fn valid_scope(s: &str) -> bool {
 pub async fn create(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    headers: HeaderMap,
+    Admin(caller): Admin,
     JsonBody(body): JsonBody<CreateClient>,
 ) -> ApiResult<Response> {
-    let caller = require_admin(&state, &headers).await?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return Err(ApiError::InvalidRequest("name must be 1 to 200 characters".into()));

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::audit::{self, Action};
-use crate::auth::{authenticate, find_access_token, Caller};
+use crate::auth::{find_access_token, Authenticated, Caller};
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
@@ -154,8 +154,11 @@ pub async fn metadata(State(state): State<SharedState>) -> Json<Value> {
 }
 
 /// `GET /v1/userinfo` with a user's access token.
-pub async fn userinfo(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let Caller::AccessToken(t) = authenticate(&state, &headers).await? else {
+pub async fn userinfo(
+    State(state): State<SharedState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<Value>> {
+    let Caller::AccessToken(t) = caller else {
         return Err(ApiError::Unauthorized("an access token is required"));
     };
     let user_id = t.user_id.ok_or(ApiError::Forbidden("this access token does not belong to a user"))?;
