@@ -39,6 +39,15 @@ pub const LOGIN_THROTTLE_WINDOW_SECS: &str = "QUANTAID_LOGIN_THROTTLE_WINDOW_SEC
 pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_SHUTDOWN_GRACE_SECS";
 pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+pub const REDIS_HOST: &str = "REDIS_HOST";
+pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
+pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
+pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
+pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
+
+/// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
+pub const REDIS_DISABLED: &str = "none";
 
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -138,6 +147,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    /// `redis://` URL of the proxies' cache, for publishing revocations; `None` disables.
+    pub redis_url: Option<String>,
+    pub redis_timeout: Duration,
+    /// The longest any cache entry may live; revocation markers outlive it.
+    pub cache_max_ttl: Duration,
+    /// Shared secret for the proxy's `/internal/v1/*` calls; `None` disables them.
+    pub internal_token: Option<String>,
 }
 
 impl Config {
@@ -213,6 +229,10 @@ impl Config {
             max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
             shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "10")?,
             log_level: get(LOG_LEVEL, "info"),
+            redis_url: redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD), &get(REDIS_DB, "0"))?,
+            redis_timeout: millis(REDIS_TIMEOUT_MS, "100")?,
+            cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
+            internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.
@@ -223,6 +243,40 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// `host[:port]` (port 6379 by default) plus password and database, as a `redis://` URL;
+/// [`REDIS_DISABLED`] gives `None`.
+pub fn redis_url(host: &str, password: Option<String>, db: &str) -> anyhow::Result<Option<String>> {
+    let host = host.trim();
+    if host == REDIS_DISABLED {
+        return Ok(None);
+    }
+    let db: u32 = db.parse().map_err(|e| anyhow::anyhow!("{REDIS_DB}={db:?}: {e}"))?;
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') || name.starts_with('[') => {
+            (name, port.parse::<u16>().map_err(|e| anyhow::anyhow!("{REDIS_HOST}={host:?}: {e}"))?)
+        }
+        _ => (host, 6379),
+    };
+    if name.is_empty() {
+        bail!("{REDIS_HOST} must name a host");
+    }
+    // The password is percent-encoded so any character survives the URL.
+    let auth = match password.filter(|p| !p.is_empty()) {
+        Some(p) => {
+            let encoded: String = p
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!(":{encoded}@")
+        }
+        None => String::new(),
+    };
+    Ok(Some(format!("redis://{auth}{name}:{port}/{db}")))
 }
 
 #[cfg(test)]
@@ -243,6 +297,15 @@ mod tests {
         assert_eq!((c.db.pool_min, c.db.pool_max), (10, 100));
         assert_eq!(c.argon2.memory_kib, 19456);
         assert!(c.bootstrap_admin_token.is_none());
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+    }
+
+    #[test]
+    fn redis_urls() {
+        assert_eq!(redis_url("none", None, "0").unwrap(), None);
+        assert_eq!(redis_url("redis-master", None, "2").unwrap().unwrap(), "redis://redis-master:6379/2");
+        assert_eq!(redis_url("r:7000", Some("p@ss word".into()), "0").unwrap().unwrap(), "redis://:p%40ss%20word@r:7000/0");
+        assert!(redis_url("r:notaport", None, "0").is_err());
     }
 
     #[test]

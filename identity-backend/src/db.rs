@@ -128,6 +128,12 @@ pub struct Conn<'a> {
 }
 
 impl Conn<'_> {
+    /// The raw client, for transactions (the caller bounds its own statements via the
+    /// server-side `statement_timeout`).
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.conn.client
+    }
+
     async fn statement(&self, q: &Query) -> Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.conn.statements.lock().unwrap_or_else(|p| p.into_inner()).get(q.name) {
             return Ok(s.clone());

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::oauth::{clients, introspect, token};
-use crate::{audit, mfa, sessions, users, SharedState};
+use crate::{audit, internal, mfa, sessions, users, SharedState};
 
 pub fn api_router(state: SharedState) -> Router {
     Router::new()
@@ -37,6 +37,8 @@ pub fn api_router(state: SharedState) -> Router {
         .route("/.well-known/oauth-authorization-server", get(introspect::metadata))
         .route("/v1/userinfo", get(introspect::userinfo))
         .route("/v1/audit-logs", get(audit::list))
+        .route("/internal/v1/bloom-snapshot", get(internal::bloom_snapshot))
+        .route("/internal/v1/introspect", post(internal::introspect))
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())

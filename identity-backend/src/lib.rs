@@ -7,6 +7,8 @@ pub mod db;
 pub mod error;
 pub mod housekeeping;
 pub mod http;
+pub mod internal;
+pub mod invalidation;
 pub mod metrics;
 pub mod mfa;
 pub mod oauth;
@@ -25,6 +27,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::invalidation::Invalidator;
 use crate::metrics::Metrics;
 use crate::security::password::PasswordHasher;
 
@@ -35,6 +38,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// SHA-256 of the bootstrap admin token; the token itself is not kept.
     pub admin_token_digest: Option<Vec<u8>>,
+    /// SHA-256 of the sidecar-internal token.
+    pub internal_token_digest: Option<Vec<u8>>,
+    pub invalidator: Invalidator,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -69,9 +75,20 @@ pub async fn run(
         metrics.password_hash_rejections.clone(),
     )?;
     let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
-    let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest });
+    let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
+    let invalidator = Invalidator::new(config.redis_url.as_deref(), config.redis_timeout, config.cache_max_ttl)?;
+    let state = Arc::new(AppState {
+        config,
+        db,
+        passwords,
+        metrics,
+        admin_token_digest,
+        internal_token_digest,
+        invalidator,
+    });
 
     let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
+    let outbox = tokio::spawn(invalidation::run_outbox(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -96,6 +113,7 @@ pub async fn run(
         () = signal => tracing::warn!("drain period ended with requests still in flight"),
     }
     housekeeping.abort();
+    outbox.abort();
     metrics_server.abort();
     Ok(())
 }

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub mfa_verifications: IntCounterVec,
     pub logins: IntCounterVec,
     pub password_hash_rejections: IntCounter,
+    pub cache_invalidations: IntCounterVec,
 }
 
 impl Metrics {
@@ -94,6 +95,11 @@ impl Metrics {
                     "Password hash/verify requests refused with 503 because the hashing queue was full.",
                 )
                 .expect("valid counter"),
+            ),
+            cache_invalidations: counter(
+                "quantaid_cache_invalidations_total",
+                "Revocation markers for the proxy cache, by result (published, deferred to the outbox).",
+                &["result"],
             ),
             registry,
         }

@@ -243,7 +243,7 @@ pub async fn logout(
     };
     note_user(session.user_id);
     let conn = state.db.conn().await?;
-    if revocation::revoke_session(&conn, session.id, Utc::now()).await? {
+    if revocation::revoke_session(&state, &conn, session.id, Utc::now()).await? {
         audit::record(&conn, Some(session.user_id), Action::Logout, ctx.client_ip, json!({})).await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -271,7 +271,7 @@ pub async fn logout_all(
     };
     note_user(user_id);
     let conn = state.db.conn().await?;
-    let (sessions, tokens) = revocation::revoke_all_for_user(&conn, user_id, None, Utc::now()).await?;
+    let (sessions, tokens) = revocation::revoke_all_for_user(&state, &conn, user_id, None, Utc::now()).await?;
     let details = json!({"by": users::caller_label(&caller), "sessions": sessions, "tokens": tokens});
     audit::record(&conn, Some(user_id), Action::LogoutAll, ctx.client_ip, details).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -185,8 +185,9 @@ pub async fn update(
         .await?
         .ok_or(ApiError::NotFound("no such user"))?;
     if body.disabled == Some(true) {
-        revocation::revoke_all_for_user(&conn, id, None, now).await?;
+        revocation::revoke_all_for_user(&state, &conn, id, None, now).await?;
     }
+    revocation::user_changed(&state, &conn, id).await?;
     let details = json!({"by": caller_label(&caller), "email_changed": email.is_some(), "disabled": body.disabled});
     audit::record(&conn, Some(id), Action::UserUpdate, ctx.client_ip, details).await?;
     Ok(Json(user_json(&row)))
@@ -204,6 +205,7 @@ pub async fn delete(
     if conn.execute(&DELETE_USER, &[&id]).await? == 0 {
         return Err(ApiError::NotFound("no such user"));
     }
+    revocation::user_deleted(&state, &conn, id, Utc::now()).await?;
     audit::record(&conn, Some(id), Action::UserDelete, ctx.client_ip, json!({"by": caller_label(&caller)})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -247,7 +249,7 @@ pub async fn change_password(
     };
     let conn = state.db.conn().await?;
     conn.execute(&SET_PASSWORD, &[&id, &hash, &now]).await?;
-    revocation::revoke_all_for_user(&conn, id, keep_session, now).await?;
+    revocation::revoke_all_for_user(&state, &conn, id, keep_session, now).await?;
     note_user(id);
     audit::record(&conn, Some(id), Action::PasswordChange, ctx.client_ip, json!({"by": caller_label(&caller)})).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -8,7 +8,10 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 /// (version, name, SQL). Append only: a released migration never changes.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../../migrations/0001_initial.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/0001_initial.sql")),
+    (2, "cache_invalidations", include_str!("../../migrations/0002_cache_invalidations.sql")),
+];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`.
 const MIGRATION_LOCK_KEY: i64 = 0x5141_4944_4d49_4752;

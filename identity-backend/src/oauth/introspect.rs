@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, Action};
 use crate::auth::{find_access_token, Authenticated, Caller};
-use crate::db::Query;
+use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
 use crate::oauth::token::REFRESH_BY_DIGEST;
@@ -28,10 +28,6 @@ const USERNAME_BY_ID: Query = Query {
     sql: "SELECT username, email FROM users WHERE id = $1 AND NOT disabled",
 };
 
-fn inactive() -> Response {
-    no_store(Json(json!({"active": false})))
-}
-
 fn no_store(body: Json<Value>) -> Response {
     let mut response = body.into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -39,16 +35,21 @@ fn no_store(body: Json<Value>) -> Response {
 }
 
 /// `POST /oauth/introspect` (form `token=`, optional `token_type_hint`): the caller
-/// authenticates as a client. Anything malformed, unknown, expired or revoked is
-/// `{"active": false}`.
+/// authenticates as a client.
 pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
     let conn = state.db.conn().await?;
     authenticate_client(&conn, &headers, &form).await?;
-    let presented = form.require("token")?;
-    let now = Utc::now();
+    let body = introspection(&conn, form.require("token")?, Utc::now()).await?;
+    Ok(no_store(Json(body)))
+}
+
+/// The RFC 7662 answer for `presented`. Anything malformed, unknown, expired or revoked
+/// is `{"active": false}`.
+pub async fn introspection(conn: &Conn<'_>, presented: &str, now: DateTime<Utc>) -> ApiResult<Value> {
+    let inactive = || json!({"active": false});
     match token::parse(presented).map(|t| t.kind) {
         Some(TokenKind::Access) => {
-            let Some(t) = find_access_token(&conn, presented, now).await? else { return Ok(inactive()) };
+            let Some(t) = find_access_token(conn, presented, now).await? else { return Ok(inactive()) };
             let sub = t.user_id.map(|u| u.to_string()).unwrap_or_else(|| t.client_id.clone());
             let mut body = json!({
                 "active": true,
@@ -62,7 +63,7 @@ pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, fo
             if let Some(username) = t.username {
                 body["username"] = json!(username);
             }
-            Ok(no_store(Json(body)))
+            Ok(body)
         }
         Some(TokenKind::Refresh) => {
             let Some(row) = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await? else {
@@ -92,7 +93,7 @@ pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, fo
             if let Some(username) = username {
                 body["username"] = json!(username);
             }
-            Ok(no_store(Json(body)))
+            Ok(body)
         }
         _ => Ok(inactive()),
     }
@@ -123,9 +124,9 @@ pub async fn revoke(
             return Err(ApiError::Forbidden("the token was issued to another client"));
         }
         let revoked = if kind == Some(TokenKind::Refresh) {
-            revocation::revoke_family(&conn, family_id).await? > 0
+            revocation::revoke_family(&state, &conn, family_id).await? > 0
         } else {
-            revocation::revoke_token(&conn, id).await?
+            revocation::revoke_token(&state, &conn, id).await?
         };
         if revoked {
             let details = json!({"client_id": owner, "token_type": if kind == Some(TokenKind::Refresh) { "refresh_token" } else { "access_token" }});

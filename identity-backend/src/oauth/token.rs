@@ -167,13 +167,14 @@ async fn audit_issue(
 /// A rotated refresh token came back: one of its holders is not the legitimate client,
 /// so the whole family is revoked.
 async fn reuse_detected(
+    state: &SharedState,
     conn: &Conn<'_>,
     family_id: Uuid,
     user_id: Option<Uuid>,
     client_id: &str,
     ip: std::net::IpAddr,
 ) -> ApiResult<(Issued, Option<Uuid>)> {
-    let revoked = revocation::revoke_family(conn, family_id).await?;
+    let revoked = revocation::revoke_family(state, conn, family_id).await?;
     tracing::warn!(family = %family_id, revoked, "refresh token reuse detected; token family revoked");
     audit::record(conn, user_id, Action::RefreshTokenReuse, ip, json!({"client_id": client_id, "revoked": revoked})).await?;
     Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"))
@@ -203,7 +204,7 @@ async fn refresh(
         return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
     }
     if rotated_at.is_some() && !revoked {
-        return reuse_detected(conn, family_id, user_id, &owner, ip).await;
+        return reuse_detected(state, conn, family_id, user_id, &owner, ip).await;
     }
     if revoked || expires_at.is_none_or(|e| e <= now) {
         return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
@@ -243,7 +244,7 @@ async fn refresh(
         .await?;
     if rotated.is_none() {
         // Another request rotated it first: this is a second use of the same token.
-        return reuse_detected(conn, family_id, user_id, &owner, ip).await;
+        return reuse_detected(state, conn, family_id, user_id, &owner, ip).await;
     }
     let issued = Issued {
         access_token: access,

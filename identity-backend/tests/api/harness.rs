@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 
 pub const ADMIN_TOKEN: &str = "test-bootstrap-admin-token";
 pub const PASSWORD: &str = "correct horse battery";
+pub const INTERNAL_TOKEN: &str = "test-internal-token";
 
 /// The migrated template every test database is copied from.
 async fn template() -> &'static str {
@@ -41,6 +42,8 @@ fn base_config(db: &str, overrides: &[(&str, &str)]) -> Config {
         (config::LISTEN_ADDR, "127.0.0.1:0".to_string()),
         (config::METRICS_ADDR, "127.0.0.1:0".to_string()),
         (config::SHUTDOWN_GRACE_SECS, "1".to_string()),
+        (config::REDIS_HOST, config::REDIS_DISABLED.to_string()),
+        (config::INTERNAL_TOKEN, INTERNAL_TOKEN.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -5,6 +5,7 @@ mod harness;
 mod audit;
 mod bad_input;
 mod concurrency;
+mod invalidation;
 mod mfa;
 mod oauth;
 mod ops;

@@ -1,0 +1,147 @@
+//! Redis key names and the revocation markers both sidecars read and write.
+//!
+//! - `session:{sha256 hex}`, `token:{sha256 hex}`, `user:{uuid}`: cache entries, written
+//!   by the proxy only through [`FILL_SCRIPT`].
+//! - A credential entry whose value is [`TOMBSTONE`] was revoked: the backend writes it
+//!   (overwriting any entry) when a single session or token is revoked, and a fill can
+//!   never replace it.
+//! - `revoked_before:{user}` (Unix ms): every credential of the user created at or
+//!   before it is revoked (logout-all, password change, disable, delete): one write,
+//!   however many credentials the user has.
+//! - `uver:{user}`: the user record's version, bumped on every change, so a `user:{id}`
+//!   entry filled from a read older than the change is ignored.
+
+use sha2::{Digest, Sha256};
+
+pub const TOMBSTONE: &str = "revoked";
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+pub fn hex_digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+pub fn session_key(session_token: &str) -> String {
+    format!("session:{}", hex_digest(session_token))
+}
+
+/// Access and refresh tokens share the `token:` namespace (introspection answers both).
+pub fn token_key(token: &str) -> String {
+    format!("token:{}", hex_digest(token))
+}
+
+/// The same key from a stored SHA-256 digest.
+pub fn key_from_digest(prefix: &str, digest: &[u8]) -> String {
+    format!("{prefix}:{}", hex(digest))
+}
+
+pub fn user_key(user_id: &uuid::Uuid) -> String {
+    format!("user:{user_id}")
+}
+
+pub fn revoked_before_key(user_id: &str) -> String {
+    format!("revoked_before:{user_id}")
+}
+
+pub fn user_version_key(user_id: &str) -> String {
+    format!("uver:{user_id}")
+}
+
+/// Sets `revoked_before:{user}` to the larger of its value and `ARGV[1]`, with TTL
+/// `ARGV[2]` ms. KEYS[1] = the marker key.
+pub const RAISE_REVOKED_BEFORE_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if wanted > current then current = wanted end
+redis.call('SET', KEYS[1], tostring(current), 'PX', ARGV[2])
+return current
+";
+
+/// Reads one cache entry and checks it against the revocation markers, in one round
+/// trip. KEYS[1] = entry key. Returns `{status, value}`:
+/// - `{"hit", body}`: a live entry;
+/// - `{"revoked", ""}`: a tombstone — the credential is revoked, no lookup needed;
+/// - `{"miss", user_version}`: absent, or older than its user's markers (then only the
+///   backend can say), with the user version to fill against when the entry is a user.
+///
+/// Entries are stored as `{created_ms}|{user_id}|{user_version}|{body}`; the first three
+/// fields may be empty.
+pub const LOOKUP_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  if ARGV[1] ~= '' then return {'miss', redis.call('GET', 'uver:' .. ARGV[1]) or '0'} end
+  return {'miss', ''}
+end
+if v == 'revoked' then return {'revoked', ''} end
+local created, user, version, body = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+if not body then return {'miss', ''} end
+if user ~= '' then
+  if created ~= '' then
+    local rb = redis.call('GET', 'revoked_before:' .. user)
+    if rb and tonumber(rb) >= tonumber(created) then return {'miss', ''} end
+  end
+  if version ~= '' then
+    local current = redis.call('GET', 'uver:' .. user) or '0'
+    if current ~= version then return {'miss', current} end
+  end
+end
+return {'hit', body}
+";
+
+/// Writes a cache entry unless a revocation happened since the data was read: not over
+/// a tombstone, not for a credential at or before its user's `revoked_before`, and not
+/// for a user record whose version moved. KEYS[1] = entry key; ARGV = value (entry
+/// format as in [`LOOKUP_SCRIPT`]), TTL ms, user id, created ms, user version.
+pub const FILL_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == 'revoked' then return 0 end
+if ARGV[3] ~= '' then
+  if ARGV[4] ~= '' then
+    local rb = redis.call('GET', 'revoked_before:' .. ARGV[3])
+    if rb and tonumber(rb) >= tonumber(ARGV[4]) then return 0 end
+  end
+  if ARGV[5] ~= '' then
+    local current = redis.call('GET', 'uver:' .. ARGV[3]) or '0'
+    if current ~= ARGV[5] then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
+/// Formats a cache entry for [`FILL_SCRIPT`] / [`LOOKUP_SCRIPT`].
+pub fn entry(created_ms: Option<i64>, user_id: Option<&str>, user_version: Option<&str>, body: &str) -> String {
+    format!(
+        "{}|{}|{}|{body}",
+        created_ms.map(|c| c.to_string()).unwrap_or_default(),
+        user_id.unwrap_or_default(),
+        user_version.unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hold_digests_never_secrets() {
+        let key = session_key("qst_secret");
+        assert!(key.starts_with("session:") && !key.contains("secret"));
+        assert_eq!(key.len(), "session:".len() + 64);
+        assert_eq!(token_key("abc"), "token:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let digest = Sha256::digest(b"abc");
+        assert_eq!(key_from_digest("token", &digest), token_key("abc"));
+    }
+
+    #[test]
+    fn entry_format() {
+        assert_eq!(entry(Some(5), Some("u"), None, "{\"a\":1}"), "5|u||{\"a\":1}");
+        assert_eq!(entry(None, None, None, "x|y"), "|||x|y");
+    }
+}
