@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use quantaid_protocol::cache;
 
 pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
@@ -45,9 +46,10 @@ pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
 pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
 pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
 pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
+pub const BLOOM_WATERMARK_MARGIN_MS: &str = "QUANTAID_BLOOM_WATERMARK_MARGIN_MS";
 
 /// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
-pub const REDIS_DISABLED: &str = "none";
+pub use quantaid_protocol::cache::REDIS_DISABLED;
 
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -154,6 +156,8 @@ pub struct Config {
     pub cache_max_ttl: Duration,
     /// Shared secret for the proxy's `/internal/v1/*` calls; `None` disables them.
     pub internal_token: Option<String>,
+    /// How far the Bloom watermark trails each snapshot (see `internal.rs`).
+    pub bloom_watermark_margin: Duration,
 }
 
 impl Config {
@@ -229,10 +233,12 @@ impl Config {
             max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
             shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "10")?,
             log_level: get(LOG_LEVEL, "info"),
-            redis_url: redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD), &get(REDIS_DB, "0"))?,
+            redis_url: cache::redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD).as_deref(), &get(REDIS_DB, "0"))
+                .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
             redis_timeout: millis(REDIS_TIMEOUT_MS, "100")?,
             cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
             internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
+            bloom_watermark_margin: millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.
@@ -243,40 +249,6 @@ impl Config {
         }
         Ok(config)
     }
-}
-
-/// `host[:port]` (port 6379 by default) plus password and database, as a `redis://` URL;
-/// [`REDIS_DISABLED`] gives `None`.
-pub fn redis_url(host: &str, password: Option<String>, db: &str) -> anyhow::Result<Option<String>> {
-    let host = host.trim();
-    if host == REDIS_DISABLED {
-        return Ok(None);
-    }
-    let db: u32 = db.parse().map_err(|e| anyhow::anyhow!("{REDIS_DB}={db:?}: {e}"))?;
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') || name.starts_with('[') => {
-            (name, port.parse::<u16>().map_err(|e| anyhow::anyhow!("{REDIS_HOST}={host:?}: {e}"))?)
-        }
-        _ => (host, 6379),
-    };
-    if name.is_empty() {
-        bail!("{REDIS_HOST} must name a host");
-    }
-    // The password is percent-encoded so any character survives the URL.
-    let auth = match password.filter(|p| !p.is_empty()) {
-        Some(p) => {
-            let encoded: String = p
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!(":{encoded}@")
-        }
-        None => String::new(),
-    };
-    Ok(Some(format!("redis://{auth}{name}:{port}/{db}")))
 }
 
 #[cfg(test)]
@@ -298,14 +270,6 @@ mod tests {
         assert_eq!(c.argon2.memory_kib, 19456);
         assert!(c.bootstrap_admin_token.is_none());
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
-    }
-
-    #[test]
-    fn redis_urls() {
-        assert_eq!(redis_url("none", None, "0").unwrap(), None);
-        assert_eq!(redis_url("redis-master", None, "2").unwrap().unwrap(), "redis://redis-master:6379/2");
-        assert_eq!(redis_url("r:7000", Some("p@ss word".into()), "0").unwrap().unwrap(), "redis://:p%40ss%20word@r:7000/0");
-        assert!(redis_url("r:notaport", None, "0").is_err());
     }
 
     #[test]

@@ -6,21 +6,15 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use tokio_postgres::IsolationLevel;
 
-use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{presented_credential, FormBody};
+use crate::http::extract::{presented_credential, FormBody, QueryParams};
 use crate::oauth::introspect::introspection;
 use crate::security::token;
 use crate::SharedState;
-
-/// How far behind the snapshot the Bloom watermark is set. A credential stamped before
-/// the watermark was committed before the snapshot began: its insert follows its
-/// creation within the pool wait plus the statement timeout (seconds), and backend
-/// clocks agree to well within a minute.
-pub const WATERMARK_MARGIN_MS: i64 = 60_000;
 
 /// Record kinds in the snapshot stream.
 pub const RECORD_SESSION: u8 = 1;
@@ -37,31 +31,38 @@ fn require_internal(state: &SharedState, headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-const SNAPSHOT_TIME: Query = Query {
-    name: "bloom_snapshot_time",
-    sql: "SELECT (extract(epoch FROM now()) * 1000)::bigint",
-};
-const LIVE_SESSIONS: Query = Query {
-    name: "bloom_live_sessions",
-    sql: "SELECT token_digest FROM sessions WHERE revoked_at IS NULL AND expires_at > now()",
-};
-const LIVE_TOKENS: Query = Query {
-    name: "bloom_live_tokens",
-    sql: "SELECT access_token FROM oauth_tokens WHERE NOT revoked AND expires_at > now()
-          UNION ALL
-          SELECT refresh_token FROM oauth_tokens
-          WHERE NOT revoked AND refresh_token IS NOT NULL AND refresh_rotated_at IS NULL AND refresh_expires_at > now()",
-};
-const ALL_USERS: Query = Query { name: "bloom_all_users", sql: "SELECT id FROM users" };
+const SNAPSHOT_TIME: &str = "SELECT (extract(epoch FROM now()) * 1000)::bigint";
+const LIVE_SESSIONS: &str =
+    "SELECT token_digest FROM sessions WHERE created_at >= $1 AND revoked_at IS NULL AND expires_at > now()";
+const LIVE_TOKENS: &str = "SELECT access_token FROM oauth_tokens WHERE created_at >= $1 AND NOT revoked AND expires_at > now()
+     UNION ALL
+     SELECT refresh_token FROM oauth_tokens
+     WHERE created_at >= $1 AND NOT revoked AND refresh_token IS NOT NULL AND refresh_rotated_at IS NULL
+       AND refresh_expires_at > now()";
+const USERS: &str = "SELECT id FROM users WHERE created_at >= $1";
 
-/// `GET /internal/v1/bloom-snapshot`: every live session and token digest and every
-/// user id, read in one repeatable-read snapshot, as a binary stream:
-/// `watermark_ms: i64 BE`, then records `kind: u8, len: u8, bytes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotParams {
+    /// Only what was created at or after this time (Unix ms): the incremental catch-up.
+    since_ms: Option<i64>,
+}
+
+/// `GET /internal/v1/bloom-snapshot[?since_ms=]`: every live session and token digest
+/// and every user id (or those created since `since_ms`), read in one repeatable-read
+/// snapshot, as a binary stream: `watermark_ms: i64 BE`, then records
+/// `kind: u8, len: u8, bytes`.
 ///
 /// Revoked and expired credentials are left out: they can never become valid again, so
-/// "absent" is the right answer for them.
-pub async fn bloom_snapshot(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Response> {
+/// "absent" is the right answer for them. Rotated refresh tokens likewise.
+pub async fn bloom_snapshot(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<SnapshotParams>,
+) -> ApiResult<Response> {
     require_internal(&state, &headers)?;
+    let since = params.since_ms.and_then(DateTime::<Utc>::from_timestamp_millis).unwrap_or(DateTime::UNIX_EPOCH);
+    let internal = |e: tokio_postgres::Error| ApiError::Internal(e.into());
     let mut conn = state.db.conn().await?;
     let tx = conn
         .client_mut()
@@ -70,23 +71,28 @@ pub async fn bloom_snapshot(State(state): State<SharedState>, headers: HeaderMap
         .read_only(true)
         .start()
         .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+        .map_err(internal)?;
     let mut out = Vec::new();
-    let started_ms: i64 = tx.query_one(SNAPSHOT_TIME.sql, &[]).await.map_err(|e| ApiError::Internal(e.into()))?.get(0);
-    out.extend_from_slice(&(started_ms - WATERMARK_MARGIN_MS).to_be_bytes());
-    for (query, kind) in [(&LIVE_SESSIONS, RECORD_SESSION), (&LIVE_TOKENS, RECORD_TOKEN)] {
-        for row in tx.query(query.sql, &[]).await.map_err(|e| ApiError::Internal(e.into()))? {
+    let started_ms: i64 = tx.query_one(SNAPSHOT_TIME, &[]).await.map_err(internal)?.get(0);
+    // The watermark trails the snapshot: a credential stamped before it was committed
+    // before the snapshot began, since its insert follows its creation within the pool
+    // wait plus the statement timeout (seconds) and backend clocks agree far better than
+    // the default minute.
+    let margin = i64::try_from(state.config.bloom_watermark_margin.as_millis()).unwrap_or(i64::MAX);
+    out.extend_from_slice(&(started_ms - margin).to_be_bytes());
+    for (sql, kind) in [(LIVE_SESSIONS, RECORD_SESSION), (LIVE_TOKENS, RECORD_TOKEN)] {
+        for row in tx.query(sql, &[&since]).await.map_err(internal)? {
             let digest: &[u8] = row.get(0);
             out.extend_from_slice(&[kind, digest.len() as u8]);
             out.extend_from_slice(digest);
         }
     }
-    for row in tx.query(ALL_USERS.sql, &[]).await.map_err(|e| ApiError::Internal(e.into()))? {
+    for row in tx.query(USERS, &[&since]).await.map_err(internal)? {
         let id: uuid::Uuid = row.get(0);
         out.extend_from_slice(&[RECORD_USER, 16]);
         out.extend_from_slice(id.as_bytes());
     }
-    tx.commit().await.map_err(|e| ApiError::Internal(e.into()))?;
+    tx.commit().await.map_err(internal)?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(out)).into_response())
 }
 

@@ -15,9 +15,11 @@ pub mod oauth;
 pub mod revocation;
 pub mod security;
 pub mod sessions;
-pub mod telemetry;
 pub mod throttle;
 pub mod users;
+
+/// The JSON log format and trace context, shared with the proxy.
+pub use quantaid_protocol::telemetry;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -12,5 +12,5 @@ mod postgres;
 mod redis;
 
 pub use postgres::Postgres;
-pub use process::free_port;
+pub use process::{free_port, wait_for_port, ChildGuard};
 pub use redis::Redis;

@@ -68,3 +68,27 @@ pub fn wait_for_port(port: u16, timeout: Duration, child: &mut Child, what: &str
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// A child process that is killed when this handle drops, or when the spawning thread
+/// exits, whichever comes first.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<ChildGuard> {
+        bind_lifetime(cmd, libc::SIGKILL, None);
+        cmd.spawn().map(ChildGuard)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -121,6 +121,10 @@ async fn bloom_snapshot_lists_live_keys_only_and_needs_the_internal_token() {
     assert!(!records.contains(&(1, digest(&dead))), "revoked sessions are left out");
     assert!(records.contains(&(3, uuid::Uuid::parse_str(&id).unwrap().as_bytes().to_vec())));
 
+    // The incremental form: only what was created since.
+    let r = app.get(&format!("/internal/v1/bloom-snapshot?since_ms={}", now + 60_000), Some(INTERNAL_TOKEN)).await;
+    assert_eq!(r.bytes().await.unwrap().len(), 8, "nothing created in the future");
+
     // Introspection for the proxy, without client authentication.
     let client = app.create_client(&["client_credentials"], &["read"]).await;
     let (_, t) = app.token(&client, &[("grant_type", "client_credentials")]).await;

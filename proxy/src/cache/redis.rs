@@ -1,0 +1,170 @@
+//! Redis access for cached lookups: short timeouts, a circuit breaker, and the
+//! revocation-aware read and fill scripts from `quantaid_protocol::cache`.
+//!
+//! Connections come from a [`RedisTarget`]. Today that is one address; Sentinel
+//! discovery slots in as another variant that resolves the current master before
+//! connecting, without touching the lookup code.
+
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use quantaid_protocol::cache::{FILL_SCRIPT, LOOKUP_SCRIPT};
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::cache::breaker::Breaker;
+use crate::metrics::METRICS;
+
+/// Where Redis is.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    Direct { url: String },
+}
+
+impl RedisTarget {
+    async fn connect(&self, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
+        match self {
+            RedisTarget::Direct { url } => {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout)
+                    .set_number_of_retries(0);
+                redis::Client::open(url.as_str())?.get_connection_manager_with_config(config).await
+            }
+        }
+    }
+}
+
+/// What Redis said about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cached {
+    /// A live entry's body.
+    Hit(String),
+    /// A tombstone: the credential is revoked.
+    Revoked,
+    /// Nothing usable; for user entries, the user version to fill against.
+    Miss { user_version: Option<String> },
+    /// Redis failed, timed out, or its breaker is open: ask the backend, fill nothing.
+    Unavailable,
+}
+
+pub struct RedisCache {
+    target: Option<RedisTarget>,
+    connection: ArcSwapOption<ConnectionManager>,
+    breaker: Breaker,
+    timeout: Duration,
+    lookup: Script,
+    fill: Script,
+}
+
+impl RedisCache {
+    pub fn new(target: Option<RedisTarget>, timeout: Duration, breaker: Breaker) -> Self {
+        RedisCache {
+            target,
+            connection: ArcSwapOption::empty(),
+            breaker,
+            timeout,
+            lookup: Script::new(LOOKUP_SCRIPT),
+            fill: Script::new(FILL_SCRIPT),
+        }
+    }
+
+    /// (Re)connects if there is no connection yet. Called from the background service,
+    /// so connections live on a runtime that outlives any one request.
+    pub async fn ensure_connected(&self) {
+        let Some(target) = &self.target else { return };
+        if self.connection.load().is_some() {
+            return;
+        }
+        match tokio::time::timeout(self.timeout * 10, target.connect(self.timeout)).await {
+            Ok(Ok(conn)) => {
+                self.connection.store(Some(std::sync::Arc::new(conn)));
+                tracing::info!("connected to Redis");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to Redis"),
+            Err(_) => tracing::warn!("timed out connecting to Redis"),
+        }
+    }
+
+    /// Runs one Redis call under the breaker and the timeout.
+    async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection.load_full()?;
+        if !self.breaker.allow() {
+            return None;
+        }
+        let result = tokio::time::timeout(self.timeout, f((*conn).clone())).await;
+        match result {
+            Ok(Ok(v)) => {
+                self.breaker.record_success();
+                METRICS.redis_up.set(1);
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "redis call failed");
+                self.failed();
+                None
+            }
+            Err(_) => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    fn failed(&self) {
+        self.breaker.record_failure();
+        if !self.breaker.is_closed() {
+            METRICS.redis_up.set(0);
+        }
+    }
+
+    /// Reads `key`; for a user entry, `user_id` lets a miss carry the user's version.
+    pub async fn lookup(&self, key: &str, user_id: Option<&str>) -> Cached {
+        let reply: Option<(String, String)> = self
+            .call(|mut c| async move {
+                let mut invocation = self.lookup.key(key);
+                invocation.arg(user_id.unwrap_or(""));
+                invocation.invoke_async(&mut c).await
+            })
+            .await;
+        match reply {
+            None => Cached::Unavailable,
+            Some((status, value)) => match status.as_str() {
+                "hit" => Cached::Hit(value),
+                "revoked" => Cached::Revoked,
+                _ => Cached::Miss { user_version: (!value.is_empty()).then_some(value) },
+            },
+        }
+    }
+
+    /// Writes an entry unless a revocation happened since its data was read (see
+    /// `FILL_SCRIPT`). Failures are ignored: the answer was already given.
+    pub async fn fill(&self, key: &str, entry: &str, ttl: Duration, user_id: Option<&str>, created_ms: Option<i64>, user_version: Option<&str>) {
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let _: Option<i64> = self
+            .call(|mut c| async move {
+                let mut invocation = self.fill.key(key);
+                invocation
+                    .arg(entry)
+                    .arg(ttl_ms)
+                    .arg(user_id.unwrap_or(""))
+                    .arg(created_ms.map(|c| c.to_string()).unwrap_or_default())
+                    .arg(user_version.unwrap_or(""));
+                invocation.invoke_async(&mut c).await
+            })
+            .await;
+    }
+
+    /// `used_memory` from `INFO memory`; also serves as the breaker's probe when idle.
+    pub async fn memory_used(&self) -> Option<i64> {
+        let info: String = self.call(|mut c| async move { redis::cmd("INFO").arg("memory").query_async(&mut c).await }).await?;
+        info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok())
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.connection.load().is_some() && self.breaker.is_closed()
+    }
+}

@@ -1,0 +1,155 @@
+//! Every environment variable the proxy reads, parsed in one place.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::bail;
+use quantaid_protocol::cache;
+
+pub const LISTEN_ADDR: &str = "QUANTAID_PROXY_LISTEN_ADDR";
+pub const METRICS_ADDR: &str = "QUANTAID_PROXY_METRICS_ADDR";
+pub const BACKEND_ADDR: &str = "QUANTAID_BACKEND_ADDR";
+pub const BACKEND_TIMEOUT_MS: &str = "QUANTAID_BACKEND_TIMEOUT_MS";
+pub const LOOKUP_TIMEOUT_MS: &str = "QUANTAID_LOOKUP_TIMEOUT_MS";
+pub const REDIS_HOST: &str = "REDIS_HOST";
+pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
+pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
+pub const BREAKER_FAILURES: &str = "QUANTAID_REDIS_BREAKER_FAILURES";
+pub const BREAKER_OPEN_MS: &str = "QUANTAID_REDIS_BREAKER_OPEN_MS";
+pub const SESSION_TTL_SECS: &str = "QUANTAID_CACHE_SESSION_TTL_SECS";
+pub const USER_TTL_SECS: &str = "QUANTAID_CACHE_USER_TTL_SECS";
+pub const NEGATIVE_TTL_SECS: &str = "QUANTAID_CACHE_NEGATIVE_TTL_SECS";
+pub const CLIENT_TTL_SECS: &str = "QUANTAID_CACHE_CLIENT_TTL_SECS";
+pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
+pub const BLOOM_REBUILD_SECS: &str = "QUANTAID_BLOOM_REBUILD_SECS";
+pub const BLOOM_CATCH_UP_MS: &str = "QUANTAID_BLOOM_CATCH_UP_MS";
+pub const BLOOM_FP_RATE: &str = "QUANTAID_BLOOM_FP_RATE";
+pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
+pub const BOOTSTRAP_ADMIN_TOKEN: &str = "QUANTAID_BOOTSTRAP_ADMIN_TOKEN";
+pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
+pub const THREADS: &str = "QUANTAID_PROXY_THREADS";
+pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_PROXY_SHUTDOWN_GRACE_SECS";
+pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    /// The identity backend in the same pod.
+    pub backend_addr: SocketAddr,
+    /// Bound on a proxied (pass-through) request's upstream reads.
+    pub backend_timeout: Duration,
+    /// Bound on a cache-miss lookup sent to the backend.
+    pub lookup_timeout: Duration,
+    /// `redis://` URL; `None` runs without a cache (every lookup goes to the backend).
+    pub redis_url: Option<String>,
+    /// Every Redis call gives up after this; the breaker counts it as a failure.
+    pub redis_timeout: Duration,
+    pub breaker_failures: u32,
+    pub breaker_open: Duration,
+    pub session_ttl: Duration,
+    pub user_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub client_ttl: Duration,
+    pub cache_max_ttl: Duration,
+    pub bloom_rebuild: Duration,
+    pub bloom_catch_up: Duration,
+    pub bloom_fp_rate: f64,
+    /// Shared with the backend; without it there is no Bloom filter and no forward-auth
+    /// check of access tokens on a cache miss.
+    pub internal_token: Option<String>,
+    pub bootstrap_admin_token: Option<String>,
+    pub max_body_bytes: usize,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str, default: &str| -> String {
+            lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+        };
+        fn parse<T: FromStr>(name: &str, raw: String) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?}: {e}"))
+        }
+        let secs = |name: &str, default: &str| -> anyhow::Result<Duration> {
+            Ok(Duration::from_secs(parse(name, get(name, default))?))
+        };
+        let millis = |name: &str, default: &str| -> anyhow::Result<Duration> {
+            Ok(Duration::from_millis(parse(name, get(name, default))?))
+        };
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let config = Config {
+            listen_addr: parse(LISTEN_ADDR, get(LISTEN_ADDR, "0.0.0.0:8080"))?,
+            metrics_addr: parse(METRICS_ADDR, get(METRICS_ADDR, "0.0.0.0:9090"))?,
+            backend_addr: parse(BACKEND_ADDR, get(BACKEND_ADDR, "127.0.0.1:8081"))?,
+            backend_timeout: millis(BACKEND_TIMEOUT_MS, "10000")?,
+            lookup_timeout: millis(LOOKUP_TIMEOUT_MS, "2000")?,
+            redis_url: cache::redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD).as_deref(), &get(REDIS_DB, "0"))
+                .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
+            redis_timeout: millis(REDIS_TIMEOUT_MS, "100")?,
+            breaker_failures: parse(BREAKER_FAILURES, get(BREAKER_FAILURES, "3"))?,
+            breaker_open: millis(BREAKER_OPEN_MS, "1000")?,
+            session_ttl: secs(SESSION_TTL_SECS, "1800")?,
+            user_ttl: secs(USER_TTL_SECS, "300")?,
+            negative_ttl: secs(NEGATIVE_TTL_SECS, "30")?,
+            client_ttl: secs(CLIENT_TTL_SECS, "60")?,
+            cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
+            bloom_rebuild: secs(BLOOM_REBUILD_SECS, "600")?,
+            bloom_catch_up: millis(BLOOM_CATCH_UP_MS, "5000")?,
+            bloom_fp_rate: parse(BLOOM_FP_RATE, get(BLOOM_FP_RATE, "0.01"))?,
+            internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
+            bootstrap_admin_token: lookup(BOOTSTRAP_ADMIN_TOKEN).filter(|t| !t.is_empty()),
+            max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
+            threads: parse(THREADS, get(THREADS, &cores.to_string()))?,
+            shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "5")?,
+            log_level: get(LOG_LEVEL, "info"),
+        };
+        if !(0.0001..0.5).contains(&config.bloom_fp_rate) {
+            bail!("{BLOOM_FP_RATE} must be between 0.0001 and 0.5");
+        }
+        if config.breaker_failures == 0 || config.threads == 0 {
+            bail!("{BREAKER_FAILURES} and {THREADS} must be at least 1");
+        }
+        // Entries may not outlive the revocation markers the backend writes.
+        for (name, ttl) in [(SESSION_TTL_SECS, config.session_ttl), (USER_TTL_SECS, config.user_ttl)] {
+            if ttl.mul_f64(1.1) > config.cache_max_ttl {
+                bail!("{name} plus 10% jitter must stay within {CACHE_MAX_TTL_SECS}");
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.listen_addr.port(), c.metrics_addr.port(), c.backend_addr.port()), (8080, 9090, 8081));
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(c.session_ttl, Duration::from_secs(1800));
+        let err = config(&[(REDIS_TIMEOUT_MS, "soon")]).unwrap_err().to_string();
+        assert!(err.contains(REDIS_TIMEOUT_MS), "{err}");
+        assert!(config(&[(SESSION_TTL_SECS, "3500")]).is_err(), "TTL past the marker lifetime");
+        assert_eq!(config(&[(REDIS_HOST, "none")]).unwrap().redis_url, None);
+    }
+}

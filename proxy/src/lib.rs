@@ -1,0 +1,58 @@
+//! QuantaID's caching sidecar: a Pingora proxy in front of the identity backend that
+//! answers "who is this token or session?" from Redis, says "not found" from a Bloom
+//! filter without a lookup, and never gives a wrong answer (DESIGN.md invariants 1–7).
+
+pub mod backend;
+pub mod cache;
+pub mod config;
+pub mod lookup;
+pub mod maintenance;
+pub mod metrics;
+pub mod routes;
+pub mod service;
+pub mod singleflight;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+use crate::backend::BackendClient;
+use crate::cache::breaker::Breaker;
+use crate::cache::redis::{RedisCache, RedisTarget};
+use crate::config::Config;
+use crate::lookup::Lookups;
+use crate::maintenance::Maintenance;
+use crate::service::QuantaProxy;
+
+/// Builds the Pingora server: the proxy service, the maintenance service and the
+/// Prometheus service. `Server::run` starts them.
+pub fn build_server(config: Config) -> anyhow::Result<Server> {
+    let internal_token = config.internal_token.clone().context("QUANTAID_INTERNAL_TOKEN is required: the proxy uses it for the Bloom snapshot and forward-auth lookups")?;
+    let config = Arc::new(config);
+    let mut conf = ServerConf::default();
+    conf.threads = config.threads;
+    conf.grace_period_seconds = Some(config.shutdown_grace.as_secs());
+    conf.graceful_shutdown_timeout_seconds = Some(config.shutdown_grace.as_secs());
+    conf.upstream_keepalive_pool_size = 256;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let backend = BackendClient::new(config.backend_addr, config.lookup_timeout, &internal_token)?;
+    let target = config.redis_url.clone().map(|url| RedisTarget::Direct { url });
+    let redis = RedisCache::new(target, config.redis_timeout, Breaker::new(config.breaker_failures, config.breaker_open));
+    let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
+
+    let mut proxy = http_proxy_service(&server.configuration, QuantaProxy { lookups: lookups.clone(), config: config.clone() });
+    proxy.add_tcp(&config.listen_addr.to_string());
+    let maintenance = background_service("maintenance", Maintenance { lookups, config: config.clone() });
+    let mut metrics = pingora_prometheus::prometheus_http_service();
+    metrics.add_tcp(&config.metrics_addr.to_string());
+    server.add_service(proxy);
+    server.add_service(maintenance);
+    server.add_service(metrics);
+    Ok(server)
+}

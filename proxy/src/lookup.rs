@@ -1,0 +1,318 @@
+//! Cached lookups: Bloom filter, then Redis, then one backend call per key, then a
+//! fill that a concurrent revocation can veto (DESIGN.md invariants 1–6).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use http::{HeaderValue, StatusCode};
+use quantaid_protocol::cache::{self, entry};
+use quantaid_protocol::token::{self, TokenKind};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::backend::{BackendClient, Reply, Unavailable};
+use crate::cache::bloom::BloomGuard;
+use crate::cache::jittered_ttl;
+use crate::cache::redis::{Cached, RedisCache};
+use crate::config::Config;
+use crate::metrics::METRICS;
+use crate::singleflight::SingleFlight;
+
+/// Cached body of a negative entry ("does not exist / not valid").
+const NEGATIVE: &str = "!";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The backend's JSON body for the key.
+    Found(Arc<str>),
+    /// No such (valid) session, token or user.
+    NotFound,
+    /// The backend refused the caller (a credential revoked a moment ago): passed on.
+    Refused(StatusCode, Arc<str>),
+}
+
+pub type LookupResult = Result<Answer, Unavailable>;
+
+/// What a backend call produced: the answer and, if cacheable, how to cache it.
+struct Fetched {
+    answer: Answer,
+    fill: Option<Fill>,
+}
+
+struct Fill {
+    body: Arc<str>,
+    ttl: Duration,
+    user_id: Option<String>,
+    created_ms: Option<i64>,
+    user_version: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Session,
+    Token,
+    User,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Session => "session",
+            Kind::Token => "token",
+            Kind::User => "user",
+        }
+    }
+}
+
+/// Who is calling, resolved from the cache like any other lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Session { user_id: String },
+    Token { user_id: Option<String>, scopes: String },
+}
+
+pub struct Lookups {
+    pub redis: RedisCache,
+    pub bloom: BloomGuard,
+    pub backend: BackendClient,
+    flights: SingleFlight<LookupResult>,
+    /// Client credentials (digest of `id:secret`) the backend accepted recently, so a
+    /// cached introspection needs no backend call to authenticate its caller.
+    verified_clients: Mutex<HashMap<String, Instant>>,
+    admin_token_digest: Option<String>,
+    config: Arc<Config>,
+}
+
+fn json_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
+    body.get(name).and_then(Value::as_str)
+}
+
+fn until(unix_secs: i64) -> Option<Duration> {
+    let ms = unix_secs.saturating_mul(1000) - Utc::now().timestamp_millis();
+    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+impl Lookups {
+    pub fn new(config: Arc<Config>, redis: RedisCache, backend: BackendClient) -> Self {
+        Lookups {
+            redis,
+            bloom: BloomGuard::default(),
+            backend,
+            flights: SingleFlight::default(),
+            verified_clients: Mutex::new(HashMap::new()),
+            admin_token_digest: config.bootstrap_admin_token.as_deref().map(cache::hex_digest),
+            config,
+        }
+    }
+
+    /// The shared path: Bloom → Redis → single-flight backend call → guarded fill.
+    async fn cached<F>(&self, kind: Kind, key: &str, created_ms: i64, flight_key: &str, fetch: impl FnOnce(Option<String>) -> F) -> LookupResult
+    where
+        F: Future<Output = Result<Fetched, Unavailable>>,
+    {
+        if self.bloom.definitely_absent(key, created_ms) {
+            METRICS.bloom_rejections.with_label_values(&["absent"]).inc();
+            return Ok(Answer::NotFound);
+        }
+        let user_id = matches!(kind, Kind::User).then(|| key.trim_start_matches("user:"));
+        let (user_version, may_fill) = match self.redis.lookup(key, user_id).await {
+            Cached::Hit(body) => {
+                METRICS.cache_hits.with_label_values(&[kind.label()]).inc();
+                return Ok(if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) });
+            }
+            Cached::Revoked => {
+                METRICS.cache_hits.with_label_values(&[kind.label()]).inc();
+                return Ok(Answer::NotFound);
+            }
+            Cached::Miss { user_version } => {
+                METRICS.cache_misses.with_label_values(&[kind.label()]).inc();
+                (user_version, true)
+            }
+            Cached::Unavailable => {
+                METRICS.cache_misses.with_label_values(&[kind.label()]).inc();
+                if self.config.redis_url.is_some() {
+                    METRICS.cache_fallback.inc();
+                }
+                (None, false)
+            }
+        };
+        self.flights
+            .run(flight_key, || async move {
+                let fetched = fetch(user_version).await?;
+                if let (true, Some(fill)) = (may_fill, fetched.fill) {
+                    let entry = entry(fill.created_ms, fill.user_id.as_deref(), fill.user_version.as_deref(), &fill.body);
+                    self.redis
+                        .fill(key, &entry, fill.ttl, fill.user_id.as_deref(), fill.created_ms, fill.user_version.as_deref())
+                        .await;
+                }
+                Ok(fetched.answer)
+            })
+            .await
+    }
+
+    fn negative(&self, user_id: Option<String>, created_ms: Option<i64>, user_version: Option<String>) -> Option<Fill> {
+        Some(Fill { body: NEGATIVE.into(), ttl: jittered_ttl(self.config.negative_ttl, None), user_id, created_ms, user_version })
+    }
+
+    /// A session token's session (`GET /v1/auth/session` body), cached under
+    /// `session:{sha256}` for 30 min ±10%, never past the session's expiry.
+    pub async fn session(&self, session_token: &str, trace: Option<&HeaderValue>) -> LookupResult {
+        let Some(info) = token::parse_kind(session_token, TokenKind::Session) else {
+            METRICS.bloom_rejections.with_label_values(&["malformed"]).inc();
+            return Ok(Answer::NotFound);
+        };
+        let created_ms = info.issued_at.timestamp_millis();
+        let key = cache::session_key(session_token);
+        self.cached(Kind::Session, &key, created_ms, &key, |_| async move {
+            let reply = self.backend.session(session_token, trace).await?;
+            match reply.status {
+                StatusCode::OK => {
+                    let body: Value = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
+                    let user_id = json_field(&body, "user_id").map(str::to_string);
+                    let expires = json_field(&body, "expires_at")
+                        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+                        .map(|e| e.timestamp());
+                    let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
+                    let ttl = jittered_ttl(self.config.session_ttl, Some(expires.and_then(until).unwrap_or_default()));
+                    let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None };
+                    Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
+                }
+                StatusCode::UNAUTHORIZED => Ok(Fetched { answer: Answer::NotFound, fill: self.negative(None, None, None) }),
+                _ => Err(Unavailable),
+            }
+        })
+        .await
+    }
+
+    /// A token's RFC 7662 introspection body, cached under `token:{sha256}` for its
+    /// remaining lifetime (less up to 10% jitter, and within the cache's maximum TTL).
+    pub async fn token(&self, presented: &str, trace: Option<&HeaderValue>) -> LookupResult {
+        let info = token::parse(presented).filter(|t| matches!(t.kind, TokenKind::Access | TokenKind::Refresh));
+        let Some(info) = info else {
+            METRICS.bloom_rejections.with_label_values(&["malformed"]).inc();
+            return Ok(Answer::NotFound);
+        };
+        let created_ms = info.issued_at.timestamp_millis();
+        let key = cache::token_key(presented);
+        self.cached(Kind::Token, &key, created_ms, &key, |_| async move {
+            let reply = self.backend.introspect_internal(presented, trace).await?;
+            self.token_fetched(reply, created_ms)
+        })
+        .await
+    }
+
+    fn token_fetched(&self, reply: Reply, created_ms: i64) -> Result<Fetched, Unavailable> {
+        if reply.status != StatusCode::OK {
+            return Err(Unavailable);
+        }
+        let body: Value = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
+        if body.get("active") != Some(&Value::Bool(true)) {
+            return Ok(Fetched { answer: Answer::NotFound, fill: self.negative(None, None, None) });
+        }
+        // A user's token is revoked with its user (logout-all and friends).
+        let user_id = body.get("username").and(json_field(&body, "sub")).map(str::to_string);
+        let remaining = body.get("exp").and_then(Value::as_i64).and_then(until).unwrap_or_default();
+        let ttl = jittered_ttl(remaining, Some(remaining.min(self.config.cache_max_ttl)));
+        let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
+        let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None };
+        Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
+    }
+
+    /// A user record (`GET /v1/users/{id}` body), cached under `user:{id}` for 5 min
+    /// ±10%. The caller has already been authorized; its credential rides along so the
+    /// backend re-checks it. Callers do not share backend calls with each other.
+    pub async fn user(&self, id: Uuid, authorization: &HeaderValue, trace: Option<&HeaderValue>) -> LookupResult {
+        let Some(created_ms) = uuid_v7_ms(&id) else {
+            METRICS.bloom_rejections.with_label_values(&["malformed"]).inc();
+            return Ok(Answer::NotFound);
+        };
+        let key = cache::user_key(&id);
+        let flight_key = format!("{key}#{}", cache::hex_digest(authorization.to_str().unwrap_or_default()));
+        let user_id = id.to_string();
+        self.cached(Kind::User, &key, created_ms, &flight_key, |user_version| async move {
+            let reply = self.backend.user(&id, authorization, trace).await?;
+            let version = Some(user_version.unwrap_or_else(|| "0".into()));
+            match reply.status {
+                StatusCode::OK => {
+                    let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
+                    let ttl = jittered_ttl(self.config.user_ttl, None);
+                    let fill = Fill { body: text.clone(), ttl, user_id: Some(user_id), created_ms: None, user_version: version };
+                    Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
+                }
+                StatusCode::NOT_FOUND => Ok(Fetched { answer: Answer::NotFound, fill: self.negative(Some(user_id), None, version) }),
+                status if status.is_client_error() => {
+                    let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
+                    Ok(Fetched { answer: Answer::Refused(status, text), fill: None })
+                }
+                _ => Err(Unavailable),
+            }
+        })
+        .await
+    }
+
+    /// Resolves a bearer credential to a caller, from the cache where possible.
+    /// `Ok(None)`: not a valid credential.
+    pub async fn caller(&self, bearer: &str, trace: Option<&HeaderValue>) -> Result<Option<Caller>, Unavailable> {
+        if let Some(admin) = &self.admin_token_digest {
+            let presented = cache::hex_digest(bearer);
+            if subtle::ConstantTimeEq::ct_eq(admin.as_bytes(), presented.as_bytes()).into() {
+                return Ok(Some(Caller::Admin));
+            }
+        }
+        let parsed = |a: Answer| match a {
+            Answer::Found(body) => serde_json::from_str::<Value>(&body).ok(),
+            _ => None,
+        };
+        match token::parse(bearer).map(|t| t.kind) {
+            Some(TokenKind::Session) => Ok(parsed(self.session(bearer, trace).await?)
+                .and_then(|b| json_field(&b, "user_id").map(|u| Caller::Session { user_id: u.to_string() }))),
+            Some(TokenKind::Access) => Ok(parsed(self.token(bearer, trace).await?).map(|b| {
+                let scopes = json_field(&b, "scope").unwrap_or_default().to_string();
+                if scopes.split(' ').any(|s| s == "admin") {
+                    return Caller::Admin;
+                }
+                let user_id = b.get("username").and(json_field(&b, "sub")).map(str::to_string);
+                Caller::Token { user_id, scopes }
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn client_verified(&self, credential_digest: &str) -> bool {
+        let clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
+        clients.get(credential_digest).is_some_and(|until| Instant::now() < *until)
+    }
+
+    pub fn remember_client(&self, credential_digest: String) {
+        let mut clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() > 10_000 {
+            let now = Instant::now();
+            clients.retain(|_, until| *until > now);
+        }
+        clients.insert(credential_digest, Instant::now() + self.config.client_ttl);
+    }
+
+    /// Fills the token cache from an introspection the caller's own request obtained.
+    pub async fn fill_token_from(&self, presented: &str, reply: Reply) {
+        let Some(info) = token::parse(presented) else { return };
+        let created_ms = info.issued_at.timestamp_millis();
+        if let Ok(Fetched { fill: Some(fill), .. }) = self.token_fetched(reply, created_ms) {
+            let key = cache::token_key(presented);
+            let entry = entry(fill.created_ms, fill.user_id.as_deref(), None, &fill.body);
+            self.redis.fill(&key, &entry, fill.ttl, fill.user_id.as_deref(), fill.created_ms, None).await;
+        }
+    }
+}
+
+/// The creation time (Unix ms) of a UUIDv7; `None` for any other UUID.
+pub fn uuid_v7_ms(id: &Uuid) -> Option<i64> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    i64::try_from(secs).ok().map(|s| s * 1000 + i64::from(nanos / 1_000_000))
+}

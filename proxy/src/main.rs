@@ -1,0 +1,13 @@
+//! `quantaid-proxy`: parses config and runs the server until SIGTERM (graceful, with a
+//! short drain) or SIGINT (fast).
+
+use pingora::server::RunArgs;
+use quantaid_proxy::config::Config;
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    quantaid_protocol::telemetry::init_logging(&config.log_level);
+    let server = quantaid_proxy::build_server(config)?;
+    server.run(RunArgs::default());
+    Ok(())
+}

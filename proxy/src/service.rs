@@ -1,0 +1,377 @@
+//! The Pingora HTTP service: cached lookups answered here, everything else proxied to
+//! the identity backend with trace context and the client's address.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::ErrorSource;
+use quantaid_protocol::cache::hex_digest;
+use quantaid_protocol::telemetry::{new_trace_id, trace_id_from_traceparent};
+use quantaid_protocol::token::{self, TokenKind};
+use serde_json::{json, Value};
+
+use crate::backend::Unavailable;
+use crate::config::Config;
+use crate::lookup::{Answer, Caller, Lookups};
+use crate::metrics::METRICS;
+use crate::routes::{classify, Route};
+
+pub struct QuantaProxy {
+    pub lookups: Arc<Lookups>,
+    pub config: Arc<Config>,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    template: &'static str,
+    trace_id: String,
+    /// The `traceparent` this hop sends to the backend.
+    traceparent: HeaderValue,
+    status: u16,
+}
+
+const SESSION_COOKIE: &str = "quantaid_session";
+
+fn bearer(session: &Session) -> Option<String> {
+    let headers = &session.req_header().headers;
+    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let (scheme, token) = auth.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty());
+    }
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// One response: a JSON body (or none) with the given status and extra headers.
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: StatusCode,
+    headers: &[(&'static str, String)],
+    body: Option<Bytes>,
+) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 3))?;
+    let body = body.unwrap_or_default();
+    if !body.is_empty() {
+        resp.insert_header("content-type", "application/json")?;
+    }
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    for (name, value) in headers {
+        resp.insert_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), body.is_empty()).await?;
+    if !body.is_empty() {
+        session.write_response_body(Some(body), true).await?;
+    }
+    ctx.status = status.as_u16();
+    Ok(true)
+}
+
+fn error_body(code: &str, description: &str) -> Option<Bytes> {
+    Some(Bytes::from(json!({"error": code, "error_description": description}).to_string()))
+}
+
+async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, status: StatusCode, code: &str, description: &str) -> Result<bool> {
+    let headers: Vec<(&'static str, String)> = match status {
+        StatusCode::UNAUTHORIZED => vec![("www-authenticate", "Bearer realm=\"quantaid\"".into())],
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => vec![("retry-after", "1".into())],
+        _ => vec![],
+    };
+    respond(session, ctx, status, &headers, error_body(code, description)).await
+}
+
+async fn unavailable(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    respond_error(session, ctx, StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the identity backend is not answering; retry shortly").await
+}
+
+impl QuantaProxy {
+    async fn session_lookup(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(credential) = bearer(session) else {
+            return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "missing session token").await;
+        };
+        match self.lookups.session(&credential, Some(&ctx.traceparent)).await {
+            Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
+            Ok(_) => respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired session").await,
+            Err(Unavailable) => unavailable(session, ctx).await,
+        }
+    }
+
+    /// `GET /v1/auth/check`: 200 with identity headers, or 401 with
+    /// `WWW-Authenticate`, the shape NGINX `auth_request`, Traefik ForwardAuth and Envoy
+    /// `ext_authz` expect.
+    async fn check(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let credential = bearer(session).unwrap_or_default();
+        let trace = Some(&ctx.traceparent);
+        let answer = match token::parse(&credential).map(|t| t.kind) {
+            Some(TokenKind::Session) => self.lookups.session(&credential, trace).await,
+            Some(TokenKind::Access) => self.lookups.token(&credential, trace).await,
+            _ => Ok(Answer::NotFound),
+        };
+        let body = match answer {
+            Ok(Answer::Found(body)) => serde_json::from_str::<Value>(&body).unwrap_or_default(),
+            Ok(_) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
+            Err(Unavailable) => return unavailable(session, ctx).await,
+        };
+        let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+        let headers = if body.get("active").is_some() {
+            let user = if body.get("username").is_some() { field("sub") } else { String::new() };
+            vec![("x-quantaid-user-id", user), ("x-quantaid-client-id", field("client_id")), ("x-quantaid-scopes", field("scope"))]
+        } else {
+            vec![("x-quantaid-user-id", field("user_id")), ("x-quantaid-client-id", String::new()), ("x-quantaid-scopes", String::new())]
+        };
+        respond(session, ctx, StatusCode::OK, &headers, None).await
+    }
+
+    /// `GET /v1/users/{id}`: the caller is checked from the cache first, then the user.
+    async fn user(&self, session: &mut Session, ctx: &mut RequestCtx, raw_id: &str) -> Result<bool> {
+        let Some(credential) = bearer(session) else {
+            return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer credentials").await;
+        };
+        let caller = match self.lookups.caller(&credential, Some(&ctx.traceparent)).await {
+            Ok(Some(caller)) => caller,
+            Ok(None) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
+            Err(Unavailable) => return unavailable(session, ctx).await,
+        };
+        let Ok(id) = uuid::Uuid::parse_str(raw_id) else {
+            return respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await;
+        };
+        let allowed = match &caller {
+            Caller::Admin => true,
+            Caller::Session { user_id } => *user_id == id.to_string(),
+            Caller::Token { scopes, .. } => scopes.split(' ').any(|s| s == "users:read"),
+        };
+        if !allowed {
+            return respond_error(session, ctx, StatusCode::FORBIDDEN, "forbidden", "not allowed to read this user").await;
+        }
+        let authorization = HeaderValue::from_str(&format!("Bearer {credential}")).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
+        match self.lookups.user(id, &authorization, Some(&ctx.traceparent)).await {
+            Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
+            Ok(Answer::NotFound) => respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await,
+            Ok(Answer::Refused(status, body)) => respond(session, ctx, status, &[], Some(Bytes::from(body.to_string()))).await,
+            Err(Unavailable) => unavailable(session, ctx).await,
+        }
+    }
+
+    /// `POST /oauth/introspect`: the client credentials and the token, both from the
+    /// cache when possible.
+    async fn introspect(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let content_type = session.req_header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        if !content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return respond_error(session, ctx, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Content-Type must be application/x-www-form-urlencoded").await;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > self.config.max_body_bytes {
+                return respond_error(session, ctx, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body is too large").await;
+            }
+        }
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "request body is not valid UTF-8").await;
+        };
+        let form = match parse_form(text) {
+            Ok(form) => form,
+            Err(description) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", &description).await,
+        };
+        let basic = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
+        });
+        let client = match (basic, form.iter().find(|(k, _)| k == "client_secret")) {
+            (Some(_), Some(_)) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method, not two").await,
+            (Some(encoded), None) => STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()),
+            (None, Some((_, secret))) => form.iter().find(|(k, _)| k == "client_id").map(|(_, id)| format!("{id}:{secret}")),
+            (None, None) => None,
+        };
+        let Some(client) = client else {
+            let headers = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
+            return respond(session, ctx, StatusCode::UNAUTHORIZED, &headers, error_body("invalid_client", "client authentication is required")).await;
+        };
+        let Some(presented) = form.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()) else {
+            return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token").await;
+        };
+        let client_key = hex_digest(&client);
+        if self.lookups.client_verified(&client_key) {
+            return match self.lookups.token(&presented, Some(&ctx.traceparent)).await {
+                Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
+                Ok(_) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"active\":false}"))).await,
+                Err(Unavailable) => unavailable(session, ctx).await,
+            };
+        }
+        // Unknown client credentials: the backend checks them, on the caller's own request.
+        let mut headers = http::HeaderMap::new();
+        for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
+            if let Some(v) = session.req_header().headers.get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        match self.lookups.backend.introspect_as_caller(headers, Bytes::from(body), Some(&ctx.traceparent)).await {
+            Ok(reply) => {
+                let status = reply.status;
+                let body = reply.body.clone();
+                if status == StatusCode::OK {
+                    self.lookups.remember_client(client_key);
+                    self.lookups.fill_token_from(&presented, reply).await;
+                }
+                let extra: Vec<(&'static str, String)> =
+                    if status == StatusCode::UNAUTHORIZED { vec![("www-authenticate", "Basic realm=\"quantaid\"".into())] } else { vec![] };
+                respond(session, ctx, status, &extra, Some(body)).await
+            }
+            Err(Unavailable) => unavailable(session, ctx).await,
+        }
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body read as RFC 6749 says: empty values are
+/// absent, repeats are an error.
+fn parse_form(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text).map_err(|_| "malformed form body".to_string())?;
+    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(format!("parameter {k} is repeated"));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for QuantaProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            template: "unmatched",
+            trace_id: String::new(),
+            traceparent: HeaderValue::from_static(""),
+            status: 0,
+        }
+    }
+
+    /// Answers health, readiness and the cached lookups here. `Ok(true)` means the
+    /// response has been written and nothing goes upstream; `Ok(false)` passes the
+    /// request on to the backend.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let incoming = session.req_header().headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace_id_from_traceparent);
+        ctx.trace_id = incoming.unwrap_or_else(new_trace_id);
+        let span_id = &new_trace_id()[..16];
+        ctx.traceparent = HeaderValue::from_str(&format!("00-{}-{span_id}-01", ctx.trace_id)).unwrap_or(HeaderValue::from_static(""));
+
+        let (route, template) = classify(&session.req_header().method, session.req_header().uri.path());
+        ctx.template = template;
+        match route {
+            Route::Health => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"status\":\"ok\"}"))).await,
+            Route::Ready => {
+                // Ready means the backend answers; Redis being down is not unready.
+                if self.lookups.backend.healthy().await {
+                    respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"status\":\"ready\"}"))).await
+                } else {
+                    unavailable(session, ctx).await
+                }
+            }
+            Route::Session => self.session_lookup(session, ctx).await,
+            Route::Check => self.check(session, ctx).await,
+            Route::User(id) => self.user(session, ctx, &id).await,
+            Route::Introspect => self.introspect(session, ctx).await,
+            Route::Internal => respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such endpoint").await,
+            Route::PassThrough => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.config.backend_addr, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(1));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(2));
+        peer.options.read_timeout = Some(self.config.backend_timeout);
+        peer.options.write_timeout = Some(self.config.backend_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    /// Adds this hop's `traceparent` and the client's address to `X-Forwarded-For`.
+    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+        upstream.insert_header("traceparent", ctx.traceparent.clone())?;
+        if let Some(ip) = client_ip(session) {
+            let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {ip}"),
+                None => ip.to_string(),
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.status = upstream.status.as_u16();
+        Ok(())
+    }
+
+    /// A backend that cannot be reached or times out is overload, not denial: `503`
+    /// with `Retry-After` and a JSON body (invariant 7).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) => *code,
+            (ErrorSource::Upstream, _) => 503,
+            (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => 0,
+            (ErrorSource::Downstream, _) => 400,
+            _ => 500,
+        };
+        if code > 0 {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let (error, description) = match code {
+                503 => ("temporarily_unavailable", "the identity backend is not answering; retry shortly"),
+                400..=499 => ("invalid_request", "the request could not be read"),
+                _ => ("internal", "internal error"),
+            };
+            if respond_error(session, ctx, status, error, description).await.is_err() {
+                tracing::debug!("could not write the error response");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// Records the request's metrics and access log line.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
+        let method = session.req_header().method.as_str().to_string();
+        let elapsed = ctx.started.elapsed();
+        METRICS.http_requests.with_label_values(&[&method, ctx.template, &status.to_string()]).inc();
+        METRICS.http_duration.with_label_values(&[&method, ctx.template]).observe(elapsed.as_secs_f64());
+        let ip = client_ip(session).map(|ip| ip.to_string()).unwrap_or_default();
+        let error = e.map(|e| e.to_string());
+        tracing::info!(
+            trace_id = %ctx.trace_id,
+            ip_address = %ip,
+            method = %method,
+            path = ctx.template,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            error,
+            "request completed"
+        );
+    }
+}

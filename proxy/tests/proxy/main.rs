@@ -1,0 +1,7 @@
+//! Integration tests of the caching proxy: real PostgreSQL, real Redis, the real
+//! backend (in-process) and real proxy processes.
+
+mod stack;
+
+mod invariants;
+mod lookups;
