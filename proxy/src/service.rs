@@ -262,6 +262,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 impl ProxyHttp for QuantaProxy {
     type CTX = RequestCtx;
 
+    /// Fresh per-request state; trace context and route are filled in by `request_filter`.
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -302,6 +303,9 @@ impl ProxyHttp for QuantaProxy {
         }
     }
 
+    /// Every passed-through request goes to the backend in the same pod, over pooled
+    /// keep-alive connections, with connect and read timeouts so a stuck backend becomes
+    /// a 503 (see `fail_to_proxy`) rather than a hang.
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.config.backend_addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(1));
@@ -325,6 +329,7 @@ impl ProxyHttp for QuantaProxy {
         Ok(())
     }
 
+    /// Notes the backend's status for the access log and metrics.
     async fn response_filter(&self, _session: &mut Session, upstream: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
         ctx.status = upstream.status.as_u16();
         Ok(())
