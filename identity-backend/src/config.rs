@@ -47,6 +47,9 @@ pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
 pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
 pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
 pub const BLOOM_WATERMARK_MARGIN_MS: &str = "QUANTAID_BLOOM_WATERMARK_MARGIN_MS";
+/// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 
 /// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
 pub use quantaid_protocol::cache::REDIS_DISABLED;
@@ -158,6 +161,8 @@ pub struct Config {
     pub internal_token: Option<String>,
     /// How far the Bloom watermark trails each snapshot (see `internal.rs`).
     pub bloom_watermark_margin: Duration,
+    /// Export spans over OTLP/HTTP (the exporter reads the other `OTEL_*` variables).
+    pub otlp_enabled: bool,
 }
 
 impl Config {
@@ -239,6 +244,9 @@ impl Config {
             cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
             internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
             bloom_watermark_margin: millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
+            otlp_enabled: [OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
+                .iter()
+                .any(|name| lookup(name).is_some_and(|v| !v.is_empty())),
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.

@@ -1,8 +1,10 @@
-//! One JSON object per log line, and W3C trace context.
+//! One JSON object per log line, W3C trace context, and optional OTLP trace export.
 //!
 //! Each line has `timestamp`, `level`, `message`, and `trace_id`, `user_id` and
 //! `ip_address` whenever the enclosing request span knows them, so one request carries
-//! one `trace_id` through the proxy's and the backend's logs.
+//! one `trace_id` through the proxy's and the backend's logs. When the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, request spans are also
+//! exported over OTLP/HTTP, in the same trace as the log lines.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -16,10 +18,79 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the JSON logger at `level` (an `EnvFilter` directive such as `info`).
-pub fn init_logging(level: &str) {
+/// The standard variables that turn OTLP export on (the exporter reads the rest of the
+/// `OTEL_EXPORTER_OTLP_*` family itself).
+pub const OTLP_ENDPOINT_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
+
+/// Keeps the trace exporter alive; dropping it flushes spans still buffered.
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs the JSON logger at `level` (an `EnvFilter` directive such as `info`), and,
+/// with `otlp` true, OTLP/HTTP export of spans as `service`.
+pub fn init_logging(level: &str, service: &'static str, otlp: bool) -> Telemetry {
+    use opentelemetry::trace::TracerProvider as _;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry().with(filter).with(JsonLines).try_init();
+    let provider = if otlp {
+        match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                    .build(),
+            ),
+            Err(e) => {
+                eprintln!("OTLP trace export is off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // The log level filters log lines only: request spans are exported whatever it is.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry().with(JsonLines.with_filter(filter)).with(otel).try_init();
+    Telemetry { provider }
+}
+
+/// Makes `span` part of the W3C trace `trace_id`, as a child of `parent_span_id` (the
+/// caller's hop) when there is one. With OTLP off this only costs a context.
+pub fn continue_trace(span: &tracing::Span, trace_id: &str, parent_span_id: Option<&str>) {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let (Ok(trace), Ok(parent)) = (
+        TraceId::from_hex(trace_id),
+        SpanId::from_hex(parent_span_id.map(str::to_string).unwrap_or_else(|| new_trace_id()[..16].to_string()).as_str()),
+    ) else {
+        return;
+    };
+    let remote = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::default());
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
+/// The span id this hop passes on in `traceparent`: the exported span's own id when
+/// OTLP is on, so the next hop's span is its child; a fresh one otherwise.
+pub fn outgoing_span_id(span: &tracing::Span) -> String {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.span_id().to_string()
+    } else {
+        new_trace_id()[..16].to_string()
+    }
 }
 
 /// Writes each event as one JSON line on stdout, merged with its spans' fields.
@@ -95,8 +166,9 @@ where
     }
 }
 
-/// The trace id of a valid W3C `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
+/// The trace id and parent span id of a valid W3C `traceparent` header
+/// (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn parse_traceparent(header: &str) -> Option<(String, String)> {
     let mut parts = header.trim().split('-');
     let (version, trace_id, parent_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -108,7 +180,7 @@ pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
         && trace_id.bytes().any(|b| b != b'0')
         && parent_id.bytes().any(|b| b != b'0')
         && (version != "00" || parts.next().is_none());
-    valid.then(|| trace_id.to_string())
+    valid.then(|| (trace_id.to_string(), parent_id.to_string()))
 }
 
 /// A fresh random 128-bit trace id in W3C hex form.
@@ -128,7 +200,8 @@ mod tests {
     #[test]
     fn parses_w3c_traceparent() {
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(trace_id_from_traceparent(tp).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        let parsed = parse_traceparent(tp).unwrap();
+        assert_eq!((parsed.0.as_str(), parsed.1.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"));
         for bad in [
             "",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -138,7 +211,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             "00-xyz-00f067aa0ba902b7-01",
         ] {
-            assert_eq!(trace_id_from_traceparent(bad), None, "{bad:?}");
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
         }
     }
 
@@ -146,7 +219,7 @@ mod tests {
     fn new_trace_ids_are_valid_and_distinct() {
         let a = new_trace_id();
         assert_eq!(a.len(), 32);
-        assert!(trace_id_from_traceparent(&format!("00-{a}-00f067aa0ba902b7-01")).is_some());
+        assert!(parse_traceparent(&format!("00-{a}-00f067aa0ba902b7-01")).is_some());
         assert_ne!(a, new_trace_id());
     }
 }

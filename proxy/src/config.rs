@@ -32,6 +32,9 @@ pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
 pub const THREADS: &str = "QUANTAID_PROXY_THREADS";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_PROXY_SHUTDOWN_GRACE_SECS";
 pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+/// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -65,6 +68,7 @@ pub struct Config {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub log_level: String,
+    pub otlp_enabled: bool,
 }
 
 impl Config {
@@ -114,6 +118,9 @@ impl Config {
             threads: parse(THREADS, get(THREADS, &cores.to_string()))?,
             shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "5")?,
             log_level: get(LOG_LEVEL, "info"),
+            otlp_enabled: [OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
+                .iter()
+                .any(|name| lookup(name).is_some_and(|v| !v.is_empty())),
         };
         if !(0.0001..0.5).contains(&config.bloom_fp_rate) {
             bail!("{BLOOM_FP_RATE} must be between 0.0001 and 0.5");

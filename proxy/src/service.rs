@@ -15,7 +15,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::cache::hex_digest;
-use quantaid_protocol::telemetry::{new_trace_id, trace_id_from_traceparent};
+use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 use quantaid_protocol::token::{self, TokenKind};
 use serde_json::{json, Value};
 
@@ -37,6 +37,8 @@ pub struct RequestCtx {
     trace_id: String,
     /// The `traceparent` this hop sends to the backend.
     traceparent: HeaderValue,
+    /// This hop's span: exported over OTLP when that is on; ends with the request.
+    span: tracing::Span,
     status: u16,
 }
 
@@ -269,6 +271,7 @@ impl ProxyHttp for QuantaProxy {
             template: "unmatched",
             trace_id: String::new(),
             traceparent: HeaderValue::from_static(""),
+            span: tracing::Span::none(),
             status: 0,
         }
     }
@@ -277,10 +280,21 @@ impl ProxyHttp for QuantaProxy {
     /// response has been written and nothing goes upstream; `Ok(false)` passes the
     /// request on to the backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let incoming = session.req_header().headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(trace_id_from_traceparent);
-        ctx.trace_id = incoming.unwrap_or_else(new_trace_id);
-        let span_id = &new_trace_id()[..16];
-        ctx.traceparent = HeaderValue::from_str(&format!("00-{}-{span_id}-01", ctx.trace_id)).unwrap_or(HeaderValue::from_static(""));
+        let incoming = session.req_header().headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let parent_span = match incoming {
+            Some((trace, parent)) => {
+                ctx.trace_id = trace;
+                Some(parent)
+            }
+            None => {
+                ctx.trace_id = new_trace_id();
+                None
+            }
+        };
+        ctx.span = tracing::info_span!("proxy_request", trace_id = %ctx.trace_id);
+        continue_trace(&ctx.span, &ctx.trace_id, parent_span.as_deref());
+        let traceparent = format!("00-{}-{}-01", ctx.trace_id, outgoing_span_id(&ctx.span));
+        ctx.traceparent = HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
 
         let (route, template) = classify(&session.req_header().method, session.req_header().uri.path());
         ctx.template = template;
@@ -368,8 +382,8 @@ impl ProxyHttp for QuantaProxy {
         METRICS.http_duration.with_label_values(&[&method, ctx.template]).observe(elapsed.as_secs_f64());
         let ip = client_ip(session).map(|ip| ip.to_string()).unwrap_or_default();
         let error = e.map(|e| e.to_string());
+        let _entered = ctx.span.enter();
         tracing::info!(
-            trace_id = %ctx.trace_id,
             ip_address = %ip,
             method = %method,
             path = ctx.template,

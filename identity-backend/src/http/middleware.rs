@@ -12,7 +12,7 @@ use tracing::Instrument;
 use crate::config::{canonical, IpNet};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
-use crate::telemetry::{new_trace_id, trace_id_from_traceparent};
+use crate::telemetry::{continue_trace, new_trace_id, parse_traceparent};
 use crate::SharedState;
 
 /// Nothing a client asks of the backend may take longer than this; a stuck request
@@ -46,12 +46,11 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let trace_id = req
-        .headers()
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(trace_id_from_traceparent)
-        .unwrap_or_else(new_trace_id);
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+    let (trace_id, parent_span) = match incoming {
+        Some((trace, parent)) => (trace, Some(parent)),
+        None => (new_trace_id(), None),
+    };
     let client_ip = client_ip(peer.ip(), req.headers(), &state.config.trusted_proxies);
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let path = path.unwrap_or_else(|| "unmatched".to_owned());
@@ -59,6 +58,7 @@ pub async fn observe(
     req.extensions_mut().insert(RequestContext { trace_id: trace_id.clone(), client_ip });
 
     let span = tracing::info_span!("request", trace_id = %trace_id, ip_address = %client_ip, user_id = tracing::field::Empty);
+    continue_trace(&span, &trace_id, parent_span.as_deref());
     let response = match tokio::time::timeout(REQUEST_DEADLINE, next.run(req).instrument(span.clone())).await {
         Ok(response) => response,
         Err(_) => ApiError::unavailable("the request took too long").into_response(),

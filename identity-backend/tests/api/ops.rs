@@ -91,9 +91,30 @@ async fn an_unreachable_database_is_503_never_401() {
     assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");
 }
 
+/// A stand-in OTLP/HTTP collector: records the bodies posted to `/v1/traces`.
+async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use axum::routing::post;
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body.to_vec());
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
 /// The real binary: migrations by subcommand, JSON logs with the caller's trace id and
-/// no secrets, and a clean exit on SIGTERM.
-#[tokio::test]
+/// no secrets, spans exported over OTLP in the caller's trace, and a clean exit on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
     let pg = Postgres::shared();
     let db = pg.create_database(None).await.unwrap();
@@ -117,7 +138,15 @@ async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
     let versions: i64 = pg.connect(&db).await.unwrap().query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
     assert_eq!(versions as usize, quantaid_backend::db::migrations::MIGRATIONS.len());
 
-    let mut child = Command::new(bin).envs(env).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+    let (collector, exported) = otlp_collector().await;
+    let mut child = Command::new(bin)
+        .envs(env)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
     let base = format!("http://127.0.0.1:{port}");
@@ -163,6 +192,14 @@ async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
     let logged_in = login_lines.iter().find(|r| r["message"] == "user logged in").expect("login log line");
     assert_eq!(logged_in["user_id"], user_id.as_str());
     assert_eq!(logged_in["ip_address"], "127.0.0.1");
+    // The exported spans belong to the caller's trace (the id travels as 16 raw bytes).
+    let trace_bytes: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let exported = exported.lock().unwrap().clone();
+    assert!(
+        exported.iter().any(|body| body.windows(16).any(|w| w == trace_bytes.as_slice())),
+        "no exported span in trace {trace} ({} OTLP posts)",
+        exported.len()
+    );
     let all = lines.join("\n");
     assert!(!all.contains(PASSWORD) && !all.contains(&session) && !all.contains(ADMIN_TOKEN), "a secret reached the logs");
 }

@@ -5,3 +5,4 @@ mod stack;
 
 mod invariants;
 mod lookups;
+mod tracing;
