@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use quantaid_protocol::cache;
+use quantaid_protocol::env::Env;
 
 pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
@@ -172,24 +173,10 @@ impl Config {
 
     /// Parses every variable through `lookup`; each error names its variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |name: &str, default: &str| -> String {
-            lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-        };
-        fn parse<T: FromStr>(name: &str, raw: String) -> anyhow::Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?}: {e}"))
-        }
-        let secs = |name: &str, default: &str| -> anyhow::Result<Duration> {
-            Ok(Duration::from_secs(parse(name, get(name, default))?))
-        };
-        let millis = |name: &str, default: &str| -> anyhow::Result<Duration> {
-            Ok(Duration::from_millis(parse(name, get(name, default))?))
-        };
+        let env = Env::new(lookup);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
 
-        let trusted_proxies = get(TRUSTED_PROXIES, "127.0.0.1/32,::1/128")
+        let trusted_proxies = env.get(TRUSTED_PROXIES, "127.0.0.1/32,::1/128")
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -197,56 +184,54 @@ impl Config {
             .collect::<anyhow::Result<Vec<_>>>()?;
 
         let db = DbConfig {
-            host: get(DB_HOST, "127.0.0.1"),
-            port: parse(DB_PORT, get(DB_PORT, "5432"))?,
-            user: get(DB_USER, "quantaid"),
-            password: lookup(DB_PASSWORD).unwrap_or_default(),
-            name: get(DB_NAME, "quantaid"),
-            pool_min: parse(DB_POOL_MIN, get(DB_POOL_MIN, "10"))?,
-            pool_max: parse(DB_POOL_MAX, get(DB_POOL_MAX, "100"))?,
-            pool_wait: millis(DB_POOL_WAIT_MS, "2000")?,
-            statement_timeout: millis(DB_STATEMENT_TIMEOUT_MS, "5000")?,
-            migrate_on_start: parse(DB_MIGRATE_ON_START, get(DB_MIGRATE_ON_START, "true"))?,
+            host: env.get(DB_HOST, "127.0.0.1"),
+            port: env.parse(DB_PORT, "5432")?,
+            user: env.get(DB_USER, "quantaid"),
+            password: env.raw(DB_PASSWORD).unwrap_or_default(),
+            name: env.get(DB_NAME, "quantaid"),
+            pool_min: env.parse(DB_POOL_MIN, "10")?,
+            pool_max: env.parse(DB_POOL_MAX, "100")?,
+            pool_wait: env.millis(DB_POOL_WAIT_MS, "2000")?,
+            statement_timeout: env.millis(DB_STATEMENT_TIMEOUT_MS, "5000")?,
+            migrate_on_start: env.parse(DB_MIGRATE_ON_START, "true")?,
         };
         if db.pool_min > db.pool_max || db.pool_max == 0 {
             bail!("{DB_POOL_MIN} ({}) must be <= {DB_POOL_MAX} ({}), and the max above 0", db.pool_min, db.pool_max);
         }
 
         let config = Config {
-            listen_addr: parse(LISTEN_ADDR, get(LISTEN_ADDR, "0.0.0.0:8081"))?,
-            metrics_addr: parse(METRICS_ADDR, get(METRICS_ADDR, "0.0.0.0:9091"))?,
+            listen_addr: env.parse(LISTEN_ADDR, "0.0.0.0:8081")?,
+            metrics_addr: env.parse(METRICS_ADDR, "0.0.0.0:9091")?,
             db,
-            bootstrap_admin_token: lookup(BOOTSTRAP_ADMIN_TOKEN).filter(|t| !t.is_empty()),
+            bootstrap_admin_token: env.raw(BOOTSTRAP_ADMIN_TOKEN),
             trusted_proxies,
-            issuer: get(ISSUER, "http://localhost:8080").trim_end_matches('/').to_string(),
-            session_ttl: secs(SESSION_TTL_SECS, "43200")?,
-            access_token_ttl: secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
-            refresh_token_ttl: secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
-            mfa_token_ttl: secs(MFA_TOKEN_TTL_SECS, "300")?,
+            issuer: env.get(ISSUER, "http://localhost:8080").trim_end_matches('/').to_string(),
+            session_ttl: env.secs(SESSION_TTL_SECS, "43200")?,
+            access_token_ttl: env.secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
+            refresh_token_ttl: env.secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
+            mfa_token_ttl: env.secs(MFA_TOKEN_TTL_SECS, "300")?,
             argon2: Argon2Config {
-                memory_kib: parse(ARGON2_MEMORY_KIB, get(ARGON2_MEMORY_KIB, "19456"))?,
-                iterations: parse(ARGON2_ITERATIONS, get(ARGON2_ITERATIONS, "2"))?,
-                parallelism: parse(ARGON2_PARALLELISM, get(ARGON2_PARALLELISM, "1"))?,
+                memory_kib: env.parse(ARGON2_MEMORY_KIB, "19456")?,
+                iterations: env.parse(ARGON2_ITERATIONS, "2")?,
+                parallelism: env.parse(ARGON2_PARALLELISM, "1")?,
             },
-            password_hash_workers: parse(PASSWORD_HASH_WORKERS, get(PASSWORD_HASH_WORKERS, &cores.to_string()))?,
-            password_hash_queue: parse(PASSWORD_HASH_QUEUE, get(PASSWORD_HASH_QUEUE, "64"))?,
+            password_hash_workers: env.parse(PASSWORD_HASH_WORKERS, &cores.to_string())?,
+            password_hash_queue: env.parse(PASSWORD_HASH_QUEUE, "64")?,
             throttle: ThrottleConfig {
-                max_failures_per_account: parse(LOGIN_MAX_FAILURES_PER_ACCOUNT, get(LOGIN_MAX_FAILURES_PER_ACCOUNT, "5"))?,
-                max_failures_per_ip: parse(LOGIN_MAX_FAILURES_PER_IP, get(LOGIN_MAX_FAILURES_PER_IP, "50"))?,
-                window: secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
+                max_failures_per_account: env.parse(LOGIN_MAX_FAILURES_PER_ACCOUNT, "5")?,
+                max_failures_per_ip: env.parse(LOGIN_MAX_FAILURES_PER_IP, "50")?,
+                window: env.secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
             },
-            max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
-            shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "10")?,
-            log_level: get(LOG_LEVEL, "info"),
-            redis_url: cache::redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD).as_deref(), &get(REDIS_DB, "0"))
+            max_body_bytes: env.parse(MAX_BODY_BYTES, "65536")?,
+            shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "10")?,
+            log_level: env.get(LOG_LEVEL, "info"),
+            redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
                 .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
-            redis_timeout: millis(REDIS_TIMEOUT_MS, "100")?,
-            cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
-            internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
-            bloom_watermark_margin: millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
-            otlp_enabled: [OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
-                .iter()
-                .any(|name| lookup(name).is_some_and(|v| !v.is_empty())),
+            redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
+            cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
+            internal_token: env.raw(INTERNAL_TOKEN),
+            bloom_watermark_margin: env.millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
+            otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
+use quantaid_protocol::cache::{SNAPSHOT_SESSION, SNAPSHOT_TOKEN, SNAPSHOT_USER};
 use serde::Deserialize;
 use tokio_postgres::IsolationLevel;
 
@@ -15,11 +16,6 @@ use crate::http::extract::{presented_credential, FormBody, QueryParams};
 use crate::oauth::introspect::introspection;
 use crate::security::token;
 use crate::SharedState;
-
-/// Record kinds in the snapshot stream.
-pub const RECORD_SESSION: u8 = 1;
-pub const RECORD_TOKEN: u8 = 2;
-pub const RECORD_USER: u8 = 3;
 
 fn require_internal(state: &SharedState, headers: &HeaderMap) -> ApiResult<()> {
     let Some(expected) = &state.internal_token_digest else {
@@ -80,7 +76,7 @@ pub async fn bloom_snapshot(
     // the default minute.
     let margin = i64::try_from(state.config.bloom_watermark_margin.as_millis()).unwrap_or(i64::MAX);
     out.extend_from_slice(&(started_ms - margin).to_be_bytes());
-    for (sql, kind) in [(LIVE_SESSIONS, RECORD_SESSION), (LIVE_TOKENS, RECORD_TOKEN)] {
+    for (sql, kind) in [(LIVE_SESSIONS, SNAPSHOT_SESSION), (LIVE_TOKENS, SNAPSHOT_TOKEN)] {
         for row in tx.query(sql, &[&since]).await.map_err(internal)? {
             let digest: &[u8] = row.get(0);
             out.extend_from_slice(&[kind, digest.len() as u8]);
@@ -89,7 +85,7 @@ pub async fn bloom_snapshot(
     }
     for row in tx.query(USERS, &[&since]).await.map_err(internal)? {
         let id: uuid::Uuid = row.get(0);
-        out.extend_from_slice(&[RECORD_USER, 16]);
+        out.extend_from_slice(&[SNAPSHOT_USER, 16]);
         out.extend_from_slice(id.as_bytes());
     }
     tx.commit().await.map_err(internal)?;

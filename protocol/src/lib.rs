@@ -4,5 +4,6 @@
 //! and trace format both sidecars share.
 
 pub mod cache;
+pub mod env;
 pub mod telemetry;
 pub mod token;

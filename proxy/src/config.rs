@@ -1,11 +1,11 @@
 //! Every environment variable the proxy reads, parsed in one place.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::bail;
 use quantaid_protocol::cache;
+use quantaid_protocol::env::Env;
 
 pub const LISTEN_ADDR: &str = "QUANTAID_PROXY_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_PROXY_METRICS_ADDR";
@@ -77,50 +77,34 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let get = |name: &str, default: &str| -> String {
-            lookup(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-        };
-        fn parse<T: FromStr>(name: &str, raw: String) -> anyhow::Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            raw.trim().parse::<T>().map_err(|e| anyhow::anyhow!("{name}={raw:?}: {e}"))
-        }
-        let secs = |name: &str, default: &str| -> anyhow::Result<Duration> {
-            Ok(Duration::from_secs(parse(name, get(name, default))?))
-        };
-        let millis = |name: &str, default: &str| -> anyhow::Result<Duration> {
-            Ok(Duration::from_millis(parse(name, get(name, default))?))
-        };
+        let env = Env::new(lookup);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let config = Config {
-            listen_addr: parse(LISTEN_ADDR, get(LISTEN_ADDR, "0.0.0.0:8080"))?,
-            metrics_addr: parse(METRICS_ADDR, get(METRICS_ADDR, "0.0.0.0:9090"))?,
-            backend_addr: parse(BACKEND_ADDR, get(BACKEND_ADDR, "127.0.0.1:8081"))?,
-            backend_timeout: millis(BACKEND_TIMEOUT_MS, "10000")?,
-            lookup_timeout: millis(LOOKUP_TIMEOUT_MS, "2000")?,
-            redis_url: cache::redis_url(&get(REDIS_HOST, "127.0.0.1:6379"), lookup(REDIS_PASSWORD).as_deref(), &get(REDIS_DB, "0"))
+            listen_addr: env.parse(LISTEN_ADDR, "0.0.0.0:8080")?,
+            metrics_addr: env.parse(METRICS_ADDR, "0.0.0.0:9090")?,
+            backend_addr: env.parse(BACKEND_ADDR, "127.0.0.1:8081")?,
+            backend_timeout: env.millis(BACKEND_TIMEOUT_MS, "10000")?,
+            lookup_timeout: env.millis(LOOKUP_TIMEOUT_MS, "2000")?,
+            redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
                 .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
-            redis_timeout: millis(REDIS_TIMEOUT_MS, "100")?,
-            breaker_failures: parse(BREAKER_FAILURES, get(BREAKER_FAILURES, "3"))?,
-            breaker_open: millis(BREAKER_OPEN_MS, "1000")?,
-            session_ttl: secs(SESSION_TTL_SECS, "1800")?,
-            user_ttl: secs(USER_TTL_SECS, "300")?,
-            negative_ttl: secs(NEGATIVE_TTL_SECS, "30")?,
-            client_ttl: secs(CLIENT_TTL_SECS, "60")?,
-            cache_max_ttl: secs(CACHE_MAX_TTL_SECS, "3600")?,
-            bloom_rebuild: secs(BLOOM_REBUILD_SECS, "600")?,
-            bloom_catch_up: millis(BLOOM_CATCH_UP_MS, "5000")?,
-            bloom_fp_rate: parse(BLOOM_FP_RATE, get(BLOOM_FP_RATE, "0.01"))?,
-            internal_token: lookup(INTERNAL_TOKEN).filter(|t| !t.is_empty()),
-            bootstrap_admin_token: lookup(BOOTSTRAP_ADMIN_TOKEN).filter(|t| !t.is_empty()),
-            max_body_bytes: parse(MAX_BODY_BYTES, get(MAX_BODY_BYTES, "65536"))?,
-            threads: parse(THREADS, get(THREADS, &cores.to_string()))?,
-            shutdown_grace: secs(SHUTDOWN_GRACE_SECS, "5")?,
-            log_level: get(LOG_LEVEL, "info"),
-            otlp_enabled: [OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]
-                .iter()
-                .any(|name| lookup(name).is_some_and(|v| !v.is_empty())),
+            redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
+            breaker_failures: env.parse(BREAKER_FAILURES, "3")?,
+            breaker_open: env.millis(BREAKER_OPEN_MS, "1000")?,
+            session_ttl: env.secs(SESSION_TTL_SECS, "1800")?,
+            user_ttl: env.secs(USER_TTL_SECS, "300")?,
+            negative_ttl: env.secs(NEGATIVE_TTL_SECS, "30")?,
+            client_ttl: env.secs(CLIENT_TTL_SECS, "60")?,
+            cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
+            bloom_rebuild: env.secs(BLOOM_REBUILD_SECS, "600")?,
+            bloom_catch_up: env.millis(BLOOM_CATCH_UP_MS, "5000")?,
+            bloom_fp_rate: env.parse(BLOOM_FP_RATE, "0.01")?,
+            internal_token: env.raw(INTERNAL_TOKEN),
+            bootstrap_admin_token: env.raw(BOOTSTRAP_ADMIN_TOKEN),
+            max_body_bytes: env.parse(MAX_BODY_BYTES, "65536")?,
+            threads: env.parse(THREADS, &cores.to_string())?,
+            shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "5")?,
+            log_level: env.get(LOG_LEVEL, "info"),
+            otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
         };
         if !(0.0001..0.5).contains(&config.bloom_fp_rate) {
             bail!("{BLOOM_FP_RATE} must be between 0.0001 and 0.5");

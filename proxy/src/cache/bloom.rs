@@ -19,14 +19,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use fastbloom::AtomicBloomFilter;
-use quantaid_protocol::cache::key_from_digest;
+use quantaid_protocol::cache::{key_from_digest, SNAPSHOT_SESSION, SNAPSHOT_TOKEN, SNAPSHOT_USER};
 
 use crate::metrics::METRICS;
 
-/// Record kinds of the backend's snapshot stream.
-const RECORD_SESSION: u8 = 1;
-const RECORD_TOKEN: u8 = 2;
-const RECORD_USER: u8 = 3;
 
 struct Filter {
     bits: AtomicBloomFilter,
@@ -57,9 +53,9 @@ pub fn parse_snapshot(bytes: &[u8]) -> anyhow::Result<Snapshot> {
         anyhow::ensure!(tail.len() >= len, "truncated snapshot record");
         let (value, next) = tail.split_at(len);
         keys.push(match *kind {
-            RECORD_SESSION => key_from_digest("session", value),
-            RECORD_TOKEN => key_from_digest("token", value),
-            RECORD_USER => format!("user:{}", uuid::Uuid::from_slice(value)?),
+            SNAPSHOT_SESSION => key_from_digest("session", value),
+            SNAPSHOT_TOKEN => key_from_digest("token", value),
+            SNAPSHOT_USER => format!("user:{}", uuid::Uuid::from_slice(value)?),
             other => anyhow::bail!("unknown snapshot record kind {other}"),
         });
         rest = next;
@@ -141,9 +137,9 @@ mod tests {
     #[test]
     fn parses_the_snapshot_stream() {
         let mut bytes = 42i64.to_be_bytes().to_vec();
-        bytes.extend([RECORD_SESSION, 2, 0xab, 0xcd]);
+        bytes.extend([SNAPSHOT_SESSION, 2, 0xab, 0xcd]);
         let id = uuid::Uuid::now_v7();
-        bytes.extend([RECORD_USER, 16]);
+        bytes.extend([SNAPSHOT_USER, 16]);
         bytes.extend(id.as_bytes());
         let s = parse_snapshot(&bytes).unwrap();
         assert_eq!(s, Snapshot { watermark_ms: 42, keys: vec!["session:abcd".into(), format!("user:{id}")] });

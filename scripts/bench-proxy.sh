@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Benchmarks the caching proxy against the backend and against a bare hyper server, in
+# one run on this machine, and prints (and saves) the numbers:
+#
+#   throughput  wrk, closed loop, saturating: cached introspection and /v1/auth/check
+#               through the proxy, uncached introspection straight to the backend, and
+#               quantaid-hello (the ceiling), at 64, 256 and 1000 connections;
+#   latency     oha at a fixed offered rate (open model, latency correction on), so the
+#               percentiles are not the closed loop's own queue;
+#   memory      the proxy's peak RSS (VmHWM) after the load.
+#
+#   scripts/bench-proxy.sh [--duration SECS] [--rate REQ_PER_S] [--out FILE]
+#
+# It runs a stack of its own (scripts/stack.sh with QUANTAID_STACK_DIR) on separate
+# ports and stops it at the end. All traffic goes to 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=15
+RATE=10000
+OUT=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    *) echo "usage: $0 [--duration SECS] [--rate REQ_PER_S] [--out FILE]" >&2; exit 2 ;;
+    esac
+done
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/quantaid-target}
+TOOLS=${QUANTAID_TOOLS_DIR:-/var/tmp/quantaid-tools}
+scripts/setup.sh >/dev/null
+if ! command -v oha >/dev/null && [ ! -x "$TOOLS/bin/oha" ]; then
+    echo "==> installing oha (fixed-rate load generator) into $TOOLS"
+    cargo install --locked --root "$TOOLS" oha >/dev/null
+fi
+OHA=$(command -v oha || echo "$TOOLS/bin/oha")
+cargo build --release -q -p quantaid-backend -p quantaid-proxy -p quantaid-bench
+
+export QUANTAID_STACK_DIR=${QUANTAID_BENCH_STACK_DIR:-/var/tmp/quantaid-bench-stack}
+export QUANTAID_PG_PORT=45432 QUANTAID_REDIS_PORT=46379
+export QUANTAID_LISTEN_ADDR=127.0.0.1:48081 QUANTAID_METRICS_ADDR=127.0.0.1:49091
+export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:48080 QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:49090
+export QUANTAID_LOG_LEVEL=warn
+PROXY=http://127.0.0.1:48080 BACKEND=http://127.0.0.1:48081 HELLO=http://127.0.0.1:48090
+
+WORK=$(mktemp -d /tmp/quantaid-bench.XXXXXX)
+HELLO_PID=""
+cleanup() {
+    [ -n "$HELLO_PID" ] && kill "$HELLO_PID" 2>/dev/null || true
+    scripts/stack.sh down >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+scripts/stack.sh up >"$WORK/up.log" 2>&1 || { tail -n 30 "$WORK/up.log"; exit 1; }
+"$CARGO_TARGET_DIR/release/quantaid-hello" 127.0.0.1:48090 &
+HELLO_PID=$!
+
+# shellcheck disable=SC1091
+. "$QUANTAID_STACK_DIR/demo.env"
+BASIC=$(printf '%s:%s' "$DEMO_CLIENT_ID" "$DEMO_CLIENT_SECRET" | base64 -w0)
+TOKEN=$(curl -fsS -u "$DEMO_CLIENT_ID:$DEMO_CLIENT_SECRET" -d grant_type=client_credentials "$PROXY/oauth/token" | jq -r .access_token)
+# Warm the cache and this replica's knowledge of the client.
+curl -fsS -o /dev/null -u "$DEMO_CLIENT_ID:$DEMO_CLIENT_SECRET" --data-urlencode "token=$TOKEN" "$PROXY/oauth/introspect"
+curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" "$PROXY/v1/auth/check"
+
+cat >"$WORK/introspect.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "token=$TOKEN"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $BASIC"
+done = function(summary, latency, requests)
+  io.write(string.format("ERRORS %d\n", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+cat >"$WORK/get.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+done = function(summary, latency, requests)
+  io.write(string.format("ERRORS %d\n", summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+LUA
+
+RESULTS=$WORK/results.md
+{
+    echo "Conditions: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r);"
+    echo "wrk -t2 for ${DURATION}s per cell; load generator, proxy, backend, Redis and PostgreSQL share the machine."
+    echo
+    echo "| target | connections | req/s | p50 | p99 | non-2xx or socket errors |"
+    echo "|---|---|---|---|---|---|"
+} >"$RESULTS"
+
+# wrk_row NAME URL SCRIPT CONNECTIONS
+wrk_row() {
+    local out rps p50 p99 errors
+    out=$(wrk -t2 -c"$4" -d"${DURATION}s" --latency -s "$3" "$2" 2>&1)
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(awk '/^ERRORS/ {print $2}' <<<"$out")
+    echo "| $1 | $4 | $rps | $p50 | $p99 | ${errors:-?} |" | tee -a "$RESULTS"
+}
+
+echo "==> throughput (closed loop)"
+for c in 64 256 1000; do
+    wrk_row "proxy: introspection (cached)" "$PROXY/oauth/introspect" "$WORK/introspect.lua" "$c"
+    wrk_row "proxy: /v1/auth/check (cached)" "$PROXY/v1/auth/check" "$WORK/get.lua" "$c"
+    wrk_row "backend: introspection (uncached)" "$BACKEND/oauth/introspect" "$WORK/introspect.lua" "$c"
+    wrk_row "bare hyper hello-world (ceiling)" "$HELLO/" "$WORK/get.lua" "$c"
+done
+
+# oha_row NAME ARGS...: fixed offered rate, latency from the scheduled send time.
+oha_row() {
+    local name=$1 json
+    shift
+    json=$("$OHA" --no-tui --output-format json -z "${DURATION}s" -q "$RATE" --latency-correction -c 256 "$@")
+    jq -r --arg name "$name" --arg rate "$RATE" '"| \($name) | \($rate) | \(.summary.requestsPerSec | floor) | \((.latencyPercentiles.p50 * 1000000 | floor) / 1000) ms | \((.latencyPercentiles.p99 * 1000000 | floor) / 1000) ms | \((.latencyPercentiles["p99.9"] * 1000000 | floor) / 1000) ms | \(1 - .summary.successRate) |"' <<<"$json" | tee -a "$RESULTS"
+}
+
+{
+    echo
+    echo "Latency at a fixed offered rate (oha -q $RATE, 256 connections, latency correction, ${DURATION}s):"
+    echo
+    echo "| target | offered req/s | achieved req/s | p50 | p99 | p99.9 | error rate |"
+    echo "|---|---|---|---|---|---|---|"
+} >>"$RESULTS"
+echo "==> latency (open model)"
+oha_row "proxy: introspection (cached)" -m POST -H "Authorization: Basic $BASIC" -T application/x-www-form-urlencoded -d "token=$TOKEN" "$PROXY/oauth/introspect"
+oha_row "proxy: /v1/auth/check (cached)" -H "Authorization: Bearer $TOKEN" "$PROXY/v1/auth/check"
+oha_row "bare hyper hello-world" "$HELLO/"
+
+PROXY_PID=$(cat "$QUANTAID_STACK_DIR/proxy.pid")
+{
+    echo
+    echo "Proxy memory after the runs: $(awk '/^VmHWM/ {print $2, $3}' "/proc/$PROXY_PID/status") peak RSS, $(awk '/^VmRSS/ {print $2, $3}' "/proc/$PROXY_PID/status") now."
+} | tee -a "$RESULTS"
+
+echo
+cat "$RESULTS"
+if [ -n "$OUT" ]; then cp "$RESULTS" "$OUT"; fi
