@@ -20,6 +20,7 @@ pub struct Pids {
 pub struct Snapshot {
     at: Instant,
     machine: u64,
+    steal: u64,
     backend: u64,
     postgres: Option<u64>,
     bench: u64,
@@ -34,6 +35,8 @@ pub struct Usage {
     pub bench: f64,
     /// Busy cores not accounted to the three above: other tenants, the kernel's own work.
     pub other: f64,
+    /// Time the hypervisor gave our virtual cores to someone else.
+    pub steal: f64,
 }
 
 /// `utime + stime` (and with `children`, `cutime + cstime`) and the parent pid of a process.
@@ -50,13 +53,14 @@ fn proc_ticks(stat_path: &Path, children: bool) -> Option<(u64, u32)> {
     Some((ticks, field(1)? as u32))
 }
 
-/// Busy ticks of the whole machine: all but idle and iowait.
-fn machine_ticks() -> u64 {
+/// Busy ticks of the whole machine (all but idle, iowait and steal), and steal ticks.
+fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0 };
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else { return (0, 0) };
     let v: Vec<u64> = cpu.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
     // user nice system idle iowait irq softirq steal ...
-    [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum()
+    let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+    (busy, v.get(7).copied().unwrap_or(0))
 }
 
 /// The postmaster's own time plus its reaped children's, plus the live sessions'.
@@ -77,9 +81,11 @@ fn postgres_ticks(postmaster: u32) -> Option<u64> {
 
 pub fn snapshot(p: Pids) -> Snapshot {
     let ticks = |pid: u32| proc_ticks(&Path::new("/proc").join(pid.to_string()).join("stat"), false).map_or(0, |t| t.0);
+    let (machine, steal) = machine_ticks();
     Snapshot {
         at: Instant::now(),
-        machine: machine_ticks(),
+        machine,
+        steal,
         backend: ticks(p.backend),
         postgres: p.postmaster.and_then(postgres_ticks),
         bench: proc_ticks(Path::new("/proc/self/stat"), false).map_or(0, |t| t.0),
@@ -96,7 +102,7 @@ pub fn usage(a: &Snapshot, b: &Snapshot) -> Usage {
     let postgres = a.postgres.zip(b.postgres).map(|(x, y)| cores(x, y));
     let bench = cores(a.bench, b.bench);
     let other = (machine - backend - postgres.unwrap_or(0.0) - bench).max(0.0);
-    Usage { machine, backend, postgres, bench, other }
+    Usage { machine, backend, postgres, bench, other, steal: cores(a.steal, b.steal) }
 }
 
 impl Usage {
@@ -108,6 +114,7 @@ impl Usage {
             "postgres": self.postgres.map(r),
             "bench": r(self.bench),
             "other": r(self.other),
+            "steal": r(self.steal),
         })
     }
 }
