@@ -1,5 +1,4 @@
-//! The background service: owns the Redis connection (built inside a service runtime,
-//! not before it), keeps the Bloom filter current, and samples Redis memory.
+//! The background service: keeps the Bloom filter current and samples Redis memory.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,9 +52,10 @@ impl BackgroundService for Maintenance {
         let mut next_rebuild = Instant::now();
         let mut next_memory_sample = Instant::now();
         loop {
-            self.lookups.redis.ensure_connected().await;
             self.refresh_bloom(&mut next_rebuild).await;
-            if Instant::now() >= next_memory_sample {
+            // The first request connects Redis on the proxy's own runtime; sampling waits
+            // for that, so it does not pull the connection onto this one.
+            if self.lookups.redis.is_connected() && Instant::now() >= next_memory_sample {
                 // Doubles as the breaker's probe when no traffic is probing it.
                 if let Some(bytes) = self.lookups.redis.memory_used().await {
                     METRICS.redis_memory_used.set(bytes);

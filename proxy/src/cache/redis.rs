@@ -5,6 +5,7 @@
 //! discovery slots in as another variant that resolves the current master before
 //! connecting, without touching the lookup code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -51,6 +52,7 @@ pub enum Cached {
 pub struct RedisCache {
     target: Option<RedisTarget>,
     connection: ArcSwapOption<ConnectionManager>,
+    connect_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
     timeout: Duration,
     lookup: Script,
@@ -62,6 +64,7 @@ impl RedisCache {
         RedisCache {
             target,
             connection: ArcSwapOption::empty(),
+            connect_lock: tokio::sync::Mutex::new(()),
             breaker,
             timeout,
             lookup: Script::new(LOOKUP_SCRIPT),
@@ -69,21 +72,45 @@ impl RedisCache {
         }
     }
 
-    /// (Re)connects if there is no connection yet. Called from the background service,
-    /// so connections live on a runtime that outlives any one request.
-    pub async fn ensure_connected(&self) {
-        let Some(target) = &self.target else { return };
-        if self.connection.load().is_some() {
-            return;
+    /// The connection, made on first use by whichever request needs it first. That puts
+    /// the connection's driver task on the proxy service's own runtime, beside the
+    /// requests it serves (no cross-runtime wake-up per call). Connect attempts go
+    /// through the breaker, and callers wait for one at most the Redis timeout.
+    async fn connection(&self) -> Option<Arc<ConnectionManager>> {
+        if let Some(conn) = self.connection.load_full() {
+            return Some(conn);
         }
-        match tokio::time::timeout(self.timeout * 10, target.connect(self.timeout)).await {
+        let target = self.target.as_ref()?;
+        let _one_at_a_time = tokio::time::timeout(self.timeout, self.connect_lock.lock()).await.ok()?;
+        if let Some(conn) = self.connection.load_full() {
+            return Some(conn);
+        }
+        if !self.breaker.allow() {
+            return None;
+        }
+        match tokio::time::timeout(self.timeout * 2, target.connect(self.timeout)).await {
             Ok(Ok(conn)) => {
-                self.connection.store(Some(std::sync::Arc::new(conn)));
+                let conn = Arc::new(conn);
+                self.connection.store(Some(conn.clone()));
+                self.breaker.record_success();
                 tracing::info!("connected to Redis");
+                Some(conn)
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to Redis"),
-            Err(_) => tracing::warn!("timed out connecting to Redis"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot connect to Redis");
+                self.failed();
+                None
+            }
+            Err(_) => {
+                tracing::warn!("timed out connecting to Redis");
+                self.failed();
+                None
+            }
         }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connection.load().is_some()
     }
 
     /// Runs one Redis call under the breaker and the timeout.
@@ -91,7 +118,7 @@ impl RedisCache {
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.connection.load_full()?;
+        let conn = self.connection().await?;
         if !self.breaker.allow() {
             return None;
         }
