@@ -316,8 +316,12 @@ pidfile "$REDIS_PID"
 logfile "$REDIS_LOG"
 dir "$REDIS_DIR"
 requirepass $REDIS_PASSWORD
-save 300 1
+# A cache: it restarts empty (a restored snapshot could hold entries revoked while it was
+# down), and it never evicts, since an evicted revocation marker would let a stale fill in
+# (docs/caching.md).
+save ""
 appendonly no
+maxmemory-policy noeviction
 EOF
     )
     rm -f "$REDIS_PID"
