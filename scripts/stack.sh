@@ -369,19 +369,40 @@ backend_exec() {
 
 ready() { curl -fsS -o /dev/null --max-time 2 "$BACKEND_URL/ready" 2>/dev/null; }
 
+# ports_free HINT ADDR...: dies naming HINT (the variables to change) if one is taken.
+ports_free() {
+    local hint=$1 addr hp
+    shift
+    for addr in "$@"; do
+        hp=$(client_hostport "$addr")
+        if port_open "${hp%:*}" "${hp##*:}"; then die "$addr is already in use; pick another with $hint"; fi
+    done
+}
+
+# await_ready NAME PIDFILE PROCESS LOG URL READY_FN TENTHS: waits for READY_FN; on
+# failure shows the log, stops the process and dies.
+await_ready() {
+    local name=$1 pidfile=$2 process=$3 log=$4 url=$5 ready_fn=$6 tenths=$7 i
+    for ((i = 0; i < tenths; i++)); do
+        if "$ready_fn"; then
+            say "$name: ready on $url (pid $(cat "$pidfile"))"
+            return
+        fi
+        if ((i > 10)) && ! pid_alive "$pidfile" "$process"; then break; fi
+        sleep 0.1
+    done
+    tail -n 30 "$log" >&2
+    pid_alive "$pidfile" "$process" && stop_pid "$pidfile" "$process" 15 || true
+    die "the $name did not become ready at $url/ready (log: $log)"
+}
+
 start_backend() {
     if running_backend; then
         say "backend: already running on $BACKEND_URL"
         return
     fi
     [ -x "$BACKEND_BIN" ] || die "$BACKEND_BIN is missing (the build step should have made it)"
-    local addr hp
-    for addr in "$LISTEN_ADDR" "$METRICS_ADDR"; do
-        hp=$(client_hostport "$addr")
-        if port_open "${hp%:*}" "${hp##*:}"; then
-            die "$addr is already in use; pick another with QUANTAID_LISTEN_ADDR / QUANTAID_METRICS_ADDR"
-        fi
-    done
+    ports_free "QUANTAID_LISTEN_ADDR / QUANTAID_METRICS_ADDR" "$LISTEN_ADDR" "$METRICS_ADDR"
     say "backend: running migrations"
     backend_exec "$BACKEND_BIN" migrate >>"$BACKEND_LOG" 2>&1 \
         || { tail -n 20 "$BACKEND_LOG" >&2; die "quantaid-backend migrate failed (log: $BACKEND_LOG)"; }
@@ -390,18 +411,7 @@ start_backend() {
     # The inner shell records its pid, which `exec` hands on to the backend.
     backend_exec setsid sh -c 'echo $$ >"$0"; exec nohup "$@" serve' "$BACKEND_PID" "$BACKEND_BIN" \
         >>"$BACKEND_LOG" 2>&1 </dev/null &
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if ready; then
-            say "backend: ready on $BACKEND_URL (pid $(cat "$BACKEND_PID"))"
-            return
-        fi
-        if ((i > 10)) && ! running_backend; then break; fi
-        sleep 0.1
-    done
-    tail -n 30 "$BACKEND_LOG" >&2
-    running_backend && stop_pid "$BACKEND_PID" quantaid-backend 15 || true
-    die "the backend did not become ready at $BACKEND_URL/ready (log: $BACKEND_LOG)"
+    await_ready backend "$BACKEND_PID" quantaid-backend "$BACKEND_LOG" "$BACKEND_URL" ready 600
 }
 
 stop_backend() {
@@ -422,13 +432,7 @@ start_proxy() {
         return
     fi
     [ -x "$PROXY_BIN" ] || die "$PROXY_BIN is missing (the build step should have made it)"
-    local addr hp
-    for addr in "$PROXY_LISTEN_ADDR" "$PROXY_METRICS_ADDR"; do
-        hp=$(client_hostport "$addr")
-        if port_open "${hp%:*}" "${hp##*:}"; then
-            die "$addr is already in use; pick another with QUANTAID_PROXY_LISTEN_ADDR / QUANTAID_PROXY_METRICS_ADDR"
-        fi
-    done
+    ports_free "QUANTAID_PROXY_LISTEN_ADDR / QUANTAID_PROXY_METRICS_ADDR" "$PROXY_LISTEN_ADDR" "$PROXY_METRICS_ADDR"
     rm -f "$PROXY_PID"
     (
         export QUANTAID_BACKEND_ADDR=$(client_hostport "$LISTEN_ADDR")
@@ -437,18 +441,7 @@ start_proxy() {
         export QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN
         exec setsid sh -c 'echo $$ >"$0"; exec nohup "$1"' "$PROXY_PID" "$PROXY_BIN" >>"$PROXY_LOG" 2>&1 </dev/null
     ) &
-    local i
-    for ((i = 0; i < 300; i++)); do
-        if proxy_ready; then
-            say "proxy: ready on $PROXY_URL (pid $(cat "$PROXY_PID"))"
-            return
-        fi
-        if ((i > 10)) && ! running_proxy; then break; fi
-        sleep 0.1
-    done
-    tail -n 30 "$PROXY_LOG" >&2
-    running_proxy && stop_pid "$PROXY_PID" quantaid-proxy 15 || true
-    die "the proxy did not become ready at $PROXY_URL/ready (log: $PROXY_LOG)"
+    await_ready proxy "$PROXY_PID" quantaid-proxy "$PROXY_LOG" "$PROXY_URL" proxy_ready 300
 }
 
 stop_proxy() {

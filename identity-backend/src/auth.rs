@@ -58,14 +58,6 @@ impl Caller {
         }
     }
 
-    pub fn user_id(&self) -> Option<Uuid> {
-        match self {
-            Caller::BootstrapAdmin => None,
-            Caller::Session(s) => Some(s.user_id),
-            Caller::AccessToken(t) => t.user_id,
-        }
-    }
-
     /// Admin, or the user's own session.
     pub fn is_admin_or_session_of(&self, user_id: Uuid) -> bool {
         self.is_admin() || matches!(self, Caller::Session(s) if s.user_id == user_id)

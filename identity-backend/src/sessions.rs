@@ -80,10 +80,13 @@ pub async fn verify_password(
     let keys = LoginKeys::new(&username, ip);
     let now = Utc::now();
     let conn = state.db.conn().await?;
-    if let Err(e) = throttle::check(&conn, &state.config.throttle, &keys, now).await {
-        state.metrics.logins.with_label_values(&["throttled"]).inc();
-        return Err(e);
-    }
+    let account_failures = match throttle::check(&conn, &state.config.throttle, &keys, now).await {
+        Ok(counted) => counted,
+        Err(e) => {
+            state.metrics.logins.with_label_values(&["throttled"]).inc();
+            return Err(e);
+        }
+    };
     let row = conn.query_opt(&USER_BY_USERNAME, &[&username]).await?;
     drop(conn); // never hold a connection while hashing
     let (user, stored_hash) = match &row {
@@ -94,7 +97,9 @@ pub async fn verify_password(
     let conn = state.db.conn().await?;
     match user {
         Some((id, disabled, mfa_enabled)) if password_ok && !disabled => {
-            throttle::clear_account(&conn, &keys).await?;
+            if account_failures {
+                throttle::clear_account(&conn, &keys).await?;
+            }
             note_user(id);
             Ok(VerifiedUser { id, mfa_enabled })
         }

@@ -43,21 +43,23 @@ pub const DELETE_STALE: Query =
     Query { name: "throttle_delete_stale", sql: "DELETE FROM login_throttle WHERE window_started_at <= $1" };
 
 /// `429 too_many_attempts` (with the seconds until the window ends) when either key
-/// has used up its failures.
-pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<()> {
+/// has used up its failures. Otherwise, whether the account has failures counted.
+pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<bool> {
     let window = Duration::from_std(cfg.window).unwrap_or(Duration::minutes(15));
     let rows = conn.query(&CURRENT, &[&vec![keys.account.as_str(), keys.ip.as_str()], &(now - window)]).await?;
+    let mut account_failures = false;
     for row in rows {
         let key: &str = row.get(0);
         let failures: i32 = row.get(1);
         let started: DateTime<Utc> = row.get(2);
+        account_failures |= key == keys.account;
         let limit = if key == keys.account { cfg.max_failures_per_account } else { cfg.max_failures_per_ip };
         if failures >= limit {
             let retry_after_secs = (started + window - now).num_seconds().max(1) as u64;
             return Err(ApiError::TooManyAttempts { retry_after_secs });
         }
     }
-    Ok(())
+    Ok(account_failures)
 }
 
 pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<()> {

@@ -376,10 +376,13 @@ impl ProxyHttp for QuantaProxy {
     /// Records the request's metrics and access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
-        let method = session.req_header().method.as_str().to_string();
+        let method = session.req_header().method.clone();
         let elapsed = ctx.started.elapsed();
-        METRICS.http_requests.with_label_values(&[&method, ctx.template, &status.to_string()]).inc();
-        METRICS.http_duration.with_label_values(&[&method, ctx.template]).observe(elapsed.as_secs_f64());
+        METRICS.http_requests.with_label_values(&[method.as_str(), ctx.template, &status.to_string()]).inc();
+        METRICS.http_duration.with_label_values(&[method.as_str(), ctx.template]).observe(elapsed.as_secs_f64());
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
         let ip = client_ip(session).map(|ip| ip.to_string()).unwrap_or_default();
         let error = e.map(|e| e.to_string());
         let _entered = ctx.span.enter();
