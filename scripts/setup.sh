@@ -6,11 +6,12 @@
 #   scripts/setup.sh
 #
 # Debian packages: PostgreSQL server + contrib (pg_stat_statements), redis-server,
-# cmake, pkg-config, curl, jq, wrk, build-essential. The Rust toolchain (cargo) is
+# cmake, pkg-config, curl, jq, wrk, build-essential, and fonts-dejavu-core (the text of
+# the load-test report's charts). The Rust toolchain (cargo) is
 # expected to be installed already (rustup); this script only checks for it.
 set -euo pipefail
 
-PACKAGES=(postgresql postgresql-contrib redis-server cmake pkg-config curl jq wrk build-essential)
+PACKAGES=(postgresql postgresql-contrib redis-server cmake pkg-config curl jq wrk build-essential fonts-dejavu-core)
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -1,0 +1,168 @@
+//! The requests the scenarios send, one function per endpoint, each checking the answer
+//! the way a real client would: `Ok` only for the response that client could use, and
+//! otherwise the kind of failure (for the report's failure breakdown).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+
+/// Every seeded user has this password: load-test data on a throwaway local stack.
+pub const PASSWORD: &str = "loadtest correct horse battery";
+
+/// A request that takes longer than this counts as a hang (failure `timeout`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An OAuth client the seed created.
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    pub id: String,
+    pub secret: String,
+}
+
+/// A keep-alive HTTP client for the service under test (the proxy on :8080).
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: Arc<str>,
+}
+
+/// A logged-in user's session.
+pub struct Session {
+    pub token: String,
+    pub user_id: String,
+}
+
+fn kind(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connect".into()
+    } else {
+        "transport".into()
+    }
+}
+
+fn unexpected(status: StatusCode) -> String {
+    format!("status {}", status.as_u16())
+}
+
+/// The response's status and body (read whole, so the connection is reused).
+async fn read(r: Result<Response, reqwest::Error>) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), String> {
+    let r = r.map_err(|e| kind(&e))?;
+    let (status, headers) = (r.status(), r.headers().clone());
+    let body = r.bytes().await.map_err(|e| kind(&e))?;
+    Ok((status, headers, body.to_vec()))
+}
+
+fn json_field(body: &[u8], field: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "bad JSON".to_string())?;
+    v[field].as_str().map(str::to_owned).ok_or_else(|| format!("no {field}"))
+}
+
+/// How the service answered a token request when it may shed load.
+pub enum TokenAnswer {
+    Issued,
+    /// `503 {"error":"temporarily_unavailable"}` with `Retry-After`: load shed as documented.
+    Shed,
+}
+
+impl Api {
+    pub fn new(base: &str) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .no_proxy() // loopback only, whatever the environment says
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Api { http, base: base.trim_end_matches('/').into() })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/clients` (admin): a confidential `client_credentials` client.
+    pub async fn create_client(&self, admin_token: &str, name: &str) -> anyhow::Result<OAuthClient> {
+        let body = json!({"name": name, "grant_types": ["client_credentials"], "scopes": ["read"], "redirect_uris": []});
+        let r = self.http.post(self.url("/v1/clients")).bearer_auth(admin_token).json(&body).send().await?;
+        if r.status() != StatusCode::CREATED {
+            bail!("POST /v1/clients: {} {}", r.status(), r.text().await.unwrap_or_default());
+        }
+        let v: Value = r.json().await?;
+        let field = |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("POST /v1/clients: no {k}"));
+        Ok(OAuthClient { id: field("client_id")?, secret: field("client_secret")? })
+    }
+
+    /// `POST /v1/auth/login` → `200` with a session.
+    pub async fn login(&self, username: &str) -> Result<Session, String> {
+        let body = json!({"username": username, "password": PASSWORD});
+        let (status, _, body) = read(self.http.post(self.url("/v1/auth/login")).json(&body).send().await).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected(status));
+        }
+        Ok(Session { token: json_field(&body, "session_token")?, user_id: json_field(&body, "user_id")? })
+    }
+
+    /// `GET /v1/auth/check` (forward auth) → `200` naming the session's user.
+    pub async fn check(&self, session: &Session) -> Result<(), String> {
+        let (status, headers, _) =
+            read(self.http.get(self.url("/v1/auth/check")).bearer_auth(&session.token).send().await).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected(status));
+        }
+        match headers.get("x-quantaid-user-id") {
+            Some(v) if v.as_bytes() == session.user_id.as_bytes() => Ok(()),
+            _ => Err("wrong X-Quantaid-User-Id".into()),
+        }
+    }
+
+    /// `GET /v1/auth/session` → `200` with the session's user.
+    pub async fn session(&self, session: &Session) -> Result<(), String> {
+        let (status, _, body) =
+            read(self.http.get(self.url("/v1/auth/session")).bearer_auth(&session.token).send().await).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected(status));
+        }
+        if json_field(&body, "user_id")? != session.user_id {
+            return Err("wrong user_id".into());
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/auth/logout` → `204`.
+    pub async fn logout(&self, session: &Session) -> Result<(), String> {
+        let (status, _, _) =
+            read(self.http.post(self.url("/v1/auth/logout")).bearer_auth(&session.token).send().await).await?;
+        if status != StatusCode::NO_CONTENT {
+            return Err(unexpected(status));
+        }
+        Ok(())
+    }
+
+    /// `POST /oauth/token`, `client_credentials` with HTTP Basic → `200` with a token,
+    /// or a documented load-shedding `503`.
+    pub async fn token(&self, client: &OAuthClient) -> Result<TokenAnswer, String> {
+        let request = self
+            .http
+            .post(self.url("/oauth/token"))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")]);
+        let (status, headers, body) = read(request.send().await).await?;
+        match status {
+            StatusCode::OK => json_field(&body, "access_token").map(|_| TokenAnswer::Issued),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                if json_field(&body, "error").as_deref() != Ok("temporarily_unavailable") {
+                    Err("503 without temporarily_unavailable".into())
+                } else if !headers.contains_key("retry-after") {
+                    Err("503 without Retry-After".into())
+                } else {
+                    Ok(TokenAnswer::Shed)
+                }
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `quantaid-loadtest <scenario> [--quick] --out DIR`: seeds the running stack, runs one
+//! load-test scenario against it, writes the report, and exits 1 when a criterion fails.
+//! `loadtest/run.sh` brings the stack up and down around it; see loadtest/README.md.
+//!
+//! Settings (environment, set by `loadtest/run.sh`):
+//!   LOADTEST_BASE_URL      where clients go: the proxy (default http://127.0.0.1:8080)
+//!   LOADTEST_DATABASE_URL  PostgreSQL, to seed users and to slow queries down
+//!   LOADTEST_ADMIN_TOKEN   the backend's admin token, to create OAuth clients
+//!   LOADTEST_USERS         users to seed (default 10000)
+//!   LOADTEST_CLIENTS       OAuth clients to seed (default 20)
+//!   LOADTEST_CONDITIONS    words about the stack, for the report
+
+mod charts;
+mod client;
+mod executor;
+mod metrics;
+mod report;
+mod scenarios;
+mod seed;
+mod thresholds;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::client::Api;
+use crate::scenarios::Ctx;
+
+struct Args {
+    scenario: String,
+    quick: bool,
+    out: PathBuf,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut scenario = None;
+    let mut quick = false;
+    let mut out = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = Some(PathBuf::from(args.next().context("--out needs a directory")?)),
+            s if s.starts_with('-') => bail!("unknown option {s}"),
+            s => scenario = Some(s.to_string()),
+        }
+    }
+    let scenario = scenario.with_context(|| format!("name a scenario: {}", scenarios::NAMES.join(", ")))?;
+    if !scenarios::NAMES.contains(&scenario.as_str()) {
+        bail!("unknown scenario '{scenario}' (one of: {})", scenarios::NAMES.join(", "));
+    }
+    Ok(Args { scenario, quick, out: out.context("--out DIR is required")? })
+}
+
+fn env(name: &str, default: Option<&str>) -> anyhow::Result<String> {
+    match (std::env::var(name), default) {
+        (Ok(v), _) if !v.is_empty() => Ok(v),
+        (_, Some(d)) => Ok(d.to_string()),
+        _ => bail!("{name} is not set (loadtest/run.sh sets it)"),
+    }
+}
+
+/// The machine, for the report: the load generator shares it with the whole stack.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({model}), shared by the load generator, the proxy, the backend, PostgreSQL and Redis")
+}
+
+async fn run(args: &Args) -> anyhow::Result<bool> {
+    let api = Api::new(&env("LOADTEST_BASE_URL", Some("http://127.0.0.1:8080"))?)?;
+    let database_url = env("LOADTEST_DATABASE_URL", None)?;
+    let admin_token = env("LOADTEST_ADMIN_TOKEN", None)?;
+    let users: usize = env("LOADTEST_USERS", Some("10000"))?.parse().context("LOADTEST_USERS")?;
+    let client_count: usize = env("LOADTEST_CLIENTS", Some("20"))?.parse().context("LOADTEST_CLIENTS")?;
+
+    eprintln!("==> seeding {users} users and {client_count} OAuth clients");
+    seed::users(&database_url, users).await?;
+    let clients = seed::clients(&api, &admin_token, client_count).await?;
+
+    let ctx = Ctx { api, users, clients, database_url, quick: args.quick };
+    eprintln!("==> running {}{}", args.scenario, if args.quick { " (quick)" } else { "" });
+    let started_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let began = Instant::now();
+    let outcome = scenarios::run(&args.scenario, &ctx).await?;
+    let conditions = match std::env::var("LOADTEST_CONDITIONS") {
+        Ok(stack) if !stack.is_empty() => format!("{}; {stack}", machine()),
+        _ => machine(),
+    };
+    let info = report::RunInfo {
+        scenario: &args.scenario,
+        quick: args.quick,
+        started_utc,
+        elapsed: began.elapsed(),
+        conditions,
+    };
+    let summary = report::write(&args.out, &info, &outcome)?;
+    println!("{summary}");
+    println!("report: {}", args.out.join("summary.md").display());
+    Ok(outcome.passed())
+}
+
+fn main() {
+    let code = match parse_args() {
+        Err(e) => {
+            eprintln!("quantaid-loadtest: {e:#}");
+            2
+        }
+        Ok(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(run(&args)) {
+                Ok(true) => 0,
+                Ok(false) => 1,
+                Err(e) => {
+                    eprintln!("quantaid-loadtest: {e:#}");
+                    2
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
