@@ -108,11 +108,16 @@ pub fn latency_over_time(
     let (upper, lower) = body.split_vertically(60.percent_height());
 
     let x_range = time_range(series, markers);
-    let limits: Vec<f64> = limits_ms.iter().copied().filter(|l| is_positive(*l)).collect();
+    let limits: Vec<f64> = limits_ms
+        .iter()
+        .copied()
+        .filter(|l| is_positive(*l))
+        .collect();
     draw_latency_panel(&root, &upper, series, markers, &limits, x_range.clone())?;
     draw_throughput_panel(&lower, series, markers, x_range)?;
 
-    root.present().with_context(|| format!("writing {}", path.display()))
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Draws, per request name, the share of its requests that fell in each latency bucket.
@@ -134,7 +139,11 @@ pub fn latency_histogram(path: &Path, title: &str, dists: &[Distribution]) -> an
         .x_label_area_size(50)
         .y_label_area_size(Y_LABEL_AREA)
         .build_cartesian_2d(log_axis(x_range), 0.0..(max_share * 1.1).max(1.0))?;
-    draw_mesh(&mut chart, "latency (ms, log scale)", "share of requests (%)")?;
+    draw_mesh(
+        &mut chart,
+        "latency (ms, log scale)",
+        "share of requests (%)",
+    )?;
 
     let area = chart.plotting_area();
     let mut rows = Vec::new();
@@ -153,7 +162,8 @@ pub fn latency_histogram(path: &Path, title: &str, dists: &[Distribution]) -> an
     }
     draw_legend(&legend, 10, &[], &rows)?;
 
-    root.present().with_context(|| format!("writing {}", path.display()))
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Upper panel: p50/p95/p99 per name on a log axis, limit lines, and the marker labels
@@ -167,7 +177,10 @@ fn draw_latency_panel(
     x_range: Range<f64>,
 ) -> anyhow::Result<()> {
     let (plot, legend) = panel.split_horizontally(panel.dim_in_pixel().0 as i32 - LEGEND_WIDTH);
-    let observed = series.iter().flat_map(|s| &s.seconds).filter(|s| s.requests > 0);
+    let observed = series
+        .iter()
+        .flat_map(|s| &s.seconds)
+        .filter(|s| s.requests > 0);
     let y_range = log_range(
         observed
             .flat_map(|s| [s.p50_ms, s.p95_ms, s.p99_ms])
@@ -207,10 +220,19 @@ fn draw_latency_panel(
         .pos(Pos::new(HPos::Right, VPos::Bottom));
     for &limit in limits {
         let line = [(x_range.start, limit), (x_range.end, limit)];
-        area.draw(&DashedPathElement::new(line, 10, 6, LIMIT_COLOUR.stroke_width(2)))?;
+        area.draw(&DashedPathElement::new(
+            line,
+            10,
+            6,
+            LIMIT_COLOUR.stroke_width(2),
+        ))?;
         area.draw(
             &(EmptyElement::at((x_range.end, limit))
-                + Text::new(format!("{} ms", format_tick(limit)), (-6, -3), limit_label.clone())),
+                + Text::new(
+                    format!("{} ms", format_tick(limit)),
+                    (-6, -3),
+                    limit_label.clone(),
+                )),
         )?;
     }
 
@@ -258,10 +280,17 @@ fn draw_throughput_panel(
     let mut rows = Vec::new();
     for (i, s) in series.iter().enumerate() {
         let colour = series_colour(i);
-        let requests = s.seconds.iter().map(|sec| Some((sec.at_secs, sec.requests as f64)));
+        let requests = s
+            .seconds
+            .iter()
+            .map(|sec| Some((sec.at_secs, sec.requests as f64)));
         draw_broken_line(area, requests, colour.stroke_width(2))?;
 
-        let failed: Vec<(f64, f64)> = s.seconds.iter().map(|sec| (sec.at_secs, sec.failed as f64)).collect();
+        let failed: Vec<(f64, f64)> = s
+            .seconds
+            .iter()
+            .map(|sec| (sec.at_secs, sec.failed as f64))
+            .collect();
         draw_dashed_line(area, &failed, colour)?;
         rows.push(LegendRow {
             label: s.name.clone(),
@@ -306,10 +335,17 @@ where
 fn register_font() -> anyhow::Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     let result = REGISTERED.get_or_init(|| {
-        let bytes = std::fs::read(FONT_FILE)
-            .map_err(|e| format!("cannot read font {FONT_FILE} ({e}); install the Debian package fonts-dejavu-core"))?;
-        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-            .map_err(|_| format!("{FONT_FILE} is not a usable TrueType font"))
+        let bytes = std::fs::read(FONT_FILE).map_err(|e| {
+            format!(
+                "cannot read font {FONT_FILE} ({e}); install the Debian package fonts-dejavu-core"
+            )
+        })?;
+        plotters::style::register_font(
+            FONT_FAMILY,
+            FontStyle::Normal,
+            Box::leak(bytes.into_boxed_slice()),
+        )
+        .map_err(|_| format!("{FONT_FILE} is not a usable TrueType font"))
     });
     result.clone().map_err(|e| anyhow!(e))
 }
@@ -324,7 +360,9 @@ fn time_range(series: &[TimeSeries], markers: &[Marker]) -> Range<f64> {
         .chain(markers.iter().map(|m| m.at_secs));
     let (start, end) = times
         .filter(|t| t.is_finite())
-        .fold((0.0, 0.0), |(lo, hi): (f64, f64), t| (lo.min(t), hi.max(t + 1.0)));
+        .fold((0.0, 0.0), |(lo, hi): (f64, f64), t| {
+            (lo.min(t), hi.max(t + 1.0))
+        });
     start..end.max(start + 10.0)
 }
 
@@ -333,7 +371,9 @@ fn time_range(series: &[TimeSeries], markers: &[Marker]) -> Range<f64> {
 fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
     let (min, max) = values
         .filter(|v| is_positive(*v))
-        .fold((f64::INFINITY, 0.0), |(lo, hi): (f64, f64), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, 0.0), |(lo, hi): (f64, f64), v| {
+            (lo.min(v), hi.max(v))
+        });
     if max == 0.0 {
         return 1.0..1000.0;
     }
@@ -363,7 +403,10 @@ fn log_axis(range: Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
             }
         }
     }
-    range.log_scale().with_key_points(bold).with_light_points(light)
+    range
+        .log_scale()
+        .with_key_points(bold)
+        .with_light_points(light)
 }
 
 /// The largest 1-2-5 value not above `v` (> 0).
@@ -433,7 +476,12 @@ fn draw_dashed_line<X: Ranged<ValueType = f64>>(
     let one_pixel = (y_range.end - y_range.start) / f64::from((pixels.end - pixels.start).max(1));
     for offset in [0.0, one_pixel] {
         let shifted = points.iter().map(|&(x, y)| (x, y + offset));
-        area.draw(&DashedPathElement::new(shifted, 6, 4, colour.stroke_width(1)))?;
+        area.draw(&DashedPathElement::new(
+            shifted,
+            6,
+            4,
+            colour.stroke_width(1),
+        ))?;
     }
     Ok(())
 }
@@ -471,7 +519,9 @@ fn bars(dist: &Distribution) -> Vec<Bar> {
         return Vec::new();
     }
     let first_ratio = match dist.buckets.as_slice() {
-        [a, b, ..] if is_positive(a.upper_ms) && b.upper_ms > a.upper_ms && b.upper_ms.is_finite() => {
+        [a, b, ..]
+            if is_positive(a.upper_ms) && b.upper_ms > a.upper_ms && b.upper_ms.is_finite() =>
+        {
             b.upper_ms / a.upper_ms
         }
         _ => 2.0,
@@ -494,8 +544,14 @@ fn bars(dist: &Distribution) -> Vec<Bar> {
         });
         lower = bucket.upper_ms;
     }
-    let first = bars.iter().position(|b| b.share > 0.0).unwrap_or(bars.len());
-    let last = bars.iter().rposition(|b| b.share > 0.0).map_or(first, |i| i + 1);
+    let first = bars
+        .iter()
+        .position(|b| b.share > 0.0)
+        .unwrap_or(bars.len());
+    let last = bars
+        .iter()
+        .rposition(|b| b.share > 0.0)
+        .map_or(first, |i| i + 1);
     bars.drain(first..last).collect()
 }
 
@@ -524,11 +580,17 @@ struct Sample {
 
 impl Sample {
     fn solid(colour: RGBColor) -> Self {
-        Self { colour, dashed: false }
+        Self {
+            colour,
+            dashed: false,
+        }
     }
 
     fn dashed(colour: RGBColor) -> Self {
-        Self { colour, dashed: true }
+        Self {
+            colour,
+            dashed: true,
+        }
     }
 }
 
@@ -548,13 +610,18 @@ fn draw_legend(area: &Area, top: i32, columns: &[&str], rows: &[LegendRow]) -> a
     ))?;
 
     let column_x = |c: usize| left + 8 + c as i32 * LEGEND_SAMPLE;
-    let caption_style = TextStyle::from((FONT_FAMILY, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+    let caption_style =
+        TextStyle::from((FONT_FAMILY, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
     for (c, caption) in columns.iter().enumerate() {
-        let centre = (column_x(c) + (LEGEND_SAMPLE - 10) / 2, top + 4 + LEGEND_ROW / 2);
+        let centre = (
+            column_x(c) + (LEGEND_SAMPLE - 10) / 2,
+            top + 4 + LEGEND_ROW / 2,
+        );
         area.draw(&Text::new(*caption, centre, caption_style.clone()))?;
     }
 
-    let label_style = TextStyle::from((FONT_FAMILY, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let label_style =
+        TextStyle::from((FONT_FAMILY, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     for (r, row) in rows.iter().enumerate() {
         let y = top + 4 + header + LEGEND_ROW / 2 + r as i32 * LEGEND_ROW;
         for (c, sample) in row.samples.iter().enumerate() {
@@ -567,7 +634,11 @@ fn draw_legend(area: &Area, top: i32, columns: &[&str], rows: &[LegendRow]) -> a
             }
         }
         let label_x = column_x(row.samples.len()) + 4;
-        area.draw(&Text::new(row.label.as_str(), (label_x, y), label_style.clone()))?;
+        area.draw(&Text::new(
+            row.label.as_str(),
+            (label_x, y),
+            label_style.clone(),
+        ))?;
     }
     Ok(())
 }

@@ -50,7 +50,9 @@ fn unexpected(status: StatusCode) -> String {
 }
 
 /// The response's status and body (read whole, so the connection is reused).
-async fn read(r: Result<Response, reqwest::Error>) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), String> {
+async fn read(
+    r: Result<Response, reqwest::Error>,
+) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), String> {
     let r = r.map_err(|e| kind(&e))?;
     let (status, headers) = (r.status(), r.headers().clone());
     let body = r.bytes().await.map_err(|e| kind(&e))?;
@@ -59,7 +61,10 @@ async fn read(r: Result<Response, reqwest::Error>) -> Result<(StatusCode, reqwes
 
 fn json_field(body: &[u8], field: &str) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "bad JSON".to_string())?;
-    v[field].as_str().map(str::to_owned).ok_or_else(|| format!("no {field}"))
+    v[field]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no {field}"))
 }
 
 /// How the service answered a token request when it may shed load.
@@ -77,7 +82,10 @@ impl Api {
             .pool_idle_timeout(Duration::from_secs(90))
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Api { http, base: base.trim_end_matches('/').into() })
+        Ok(Api {
+            http,
+            base: base.trim_end_matches('/').into(),
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -85,31 +93,68 @@ impl Api {
     }
 
     /// `POST /v1/clients` (admin): a confidential `client_credentials` client.
-    pub async fn create_client(&self, admin_token: &str, name: &str) -> anyhow::Result<OAuthClient> {
+    pub async fn create_client(
+        &self,
+        admin_token: &str,
+        name: &str,
+    ) -> anyhow::Result<OAuthClient> {
         let body = json!({"name": name, "grant_types": ["client_credentials"], "scopes": ["read"], "redirect_uris": []});
-        let r = self.http.post(self.url("/v1/clients")).bearer_auth(admin_token).json(&body).send().await?;
+        let r = self
+            .http
+            .post(self.url("/v1/clients"))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await?;
         if r.status() != StatusCode::CREATED {
-            bail!("POST /v1/clients: {} {}", r.status(), r.text().await.unwrap_or_default());
+            bail!(
+                "POST /v1/clients: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
         }
         let v: Value = r.json().await?;
-        let field = |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("POST /v1/clients: no {k}"));
-        Ok(OAuthClient { id: field("client_id")?, secret: field("client_secret")? })
+        let field = |k: &str| {
+            v[k].as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("POST /v1/clients: no {k}"))
+        };
+        Ok(OAuthClient {
+            id: field("client_id")?,
+            secret: field("client_secret")?,
+        })
     }
 
     /// `POST /v1/auth/login` → `200` with a session.
     pub async fn login(&self, username: &str) -> Result<Session, String> {
         let body = json!({"username": username, "password": PASSWORD});
-        let (status, _, body) = read(self.http.post(self.url("/v1/auth/login")).json(&body).send().await).await?;
+        let (status, _, body) = read(
+            self.http
+                .post(self.url("/v1/auth/login"))
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await?;
         if status != StatusCode::OK {
             return Err(unexpected(status));
         }
-        Ok(Session { token: json_field(&body, "session_token")?, user_id: json_field(&body, "user_id")? })
+        Ok(Session {
+            token: json_field(&body, "session_token")?,
+            user_id: json_field(&body, "user_id")?,
+        })
     }
 
     /// `GET /v1/auth/check` (forward auth) → `200` naming the session's user.
     pub async fn check(&self, session: &Session) -> Result<(), String> {
-        let (status, headers, _) =
-            read(self.http.get(self.url("/v1/auth/check")).bearer_auth(&session.token).send().await).await?;
+        let (status, headers, _) = read(
+            self.http
+                .get(self.url("/v1/auth/check"))
+                .bearer_auth(&session.token)
+                .send()
+                .await,
+        )
+        .await?;
         if status != StatusCode::OK {
             return Err(unexpected(status));
         }
@@ -121,8 +166,14 @@ impl Api {
 
     /// `GET /v1/auth/session` → `200` with the session's user.
     pub async fn session(&self, session: &Session) -> Result<(), String> {
-        let (status, _, body) =
-            read(self.http.get(self.url("/v1/auth/session")).bearer_auth(&session.token).send().await).await?;
+        let (status, _, body) = read(
+            self.http
+                .get(self.url("/v1/auth/session"))
+                .bearer_auth(&session.token)
+                .send()
+                .await,
+        )
+        .await?;
         if status != StatusCode::OK {
             return Err(unexpected(status));
         }
@@ -134,8 +185,14 @@ impl Api {
 
     /// `POST /v1/auth/logout` → `204`.
     pub async fn logout(&self, session: &Session) -> Result<(), String> {
-        let (status, _, _) =
-            read(self.http.post(self.url("/v1/auth/logout")).bearer_auth(&session.token).send().await).await?;
+        let (status, _, _) = read(
+            self.http
+                .post(self.url("/v1/auth/logout"))
+                .bearer_auth(&session.token)
+                .send()
+                .await,
+        )
+        .await?;
         if status != StatusCode::NO_CONTENT {
             return Err(unexpected(status));
         }

@@ -33,12 +33,18 @@ pub struct Stats {
 
 impl Stats {
     fn new(latency_us: Histogram<u64>) -> Stats {
-        Stats { requests: 0, failed: 0, failures: BTreeMap::new(), latency_us }
+        Stats {
+            requests: 0,
+            failed: 0,
+            failures: BTreeMap::new(),
+            latency_us,
+        }
     }
 
     fn record(&mut self, latency: Duration, outcome: &Result<(), String>) {
         self.requests += 1;
-        self.latency_us.saturating_record(latency.as_micros().max(1) as u64);
+        self.latency_us
+            .saturating_record(latency.as_micros().max(1) as u64);
         if let Err(kind) = outcome {
             self.failed += 1;
             *self.failures.entry(kind.clone()).or_default() += 1;
@@ -51,16 +57,26 @@ impl Stats {
         for (kind, n) in &other.failures {
             *self.failures.entry(kind.clone()).or_default() += n;
         }
-        self.latency_us.add(&other.latency_us).expect("histograms share bounds");
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms share bounds");
     }
 
     pub fn failed_rate(&self) -> f64 {
-        if self.requests == 0 { 0.0 } else { self.failed as f64 / self.requests as f64 }
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.failed as f64 / self.requests as f64
+        }
     }
 
     /// Latency at percentile `p` (0..=100), in milliseconds; 0 with no requests.
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.requests == 0 { 0.0 } else { self.latency_us.value_at_percentile(p) as f64 / 1000.0 }
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.latency_us.value_at_percentile(p) as f64 / 1000.0
+        }
     }
 
     pub fn mean_ms(&self) -> f64 {
@@ -72,7 +88,11 @@ impl Stats {
     }
 
     pub fn min_ms(&self) -> f64 {
-        if self.requests == 0 { 0.0 } else { self.latency_us.min() as f64 / 1000.0 }
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.latency_us.min() as f64 / 1000.0
+        }
     }
 }
 
@@ -99,7 +119,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new() -> Recorder {
-        Recorder { started: Instant::now(), inner: Mutex::new(Inner::default()) }
+        Recorder {
+            started: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
     #[cfg(test)]
@@ -117,13 +140,15 @@ impl Recorder {
         let latency = start.elapsed();
         let second = start.saturating_duration_since(self.started).as_secs() as usize;
         let mut inner = self.inner.lock().expect("recorder lock");
-        let entry = inner
-            .names
-            .entry(name)
-            .or_insert_with(|| NameStats { total: Stats::new(total_histogram()), seconds: Vec::new() });
+        let entry = inner.names.entry(name).or_insert_with(|| NameStats {
+            total: Stats::new(total_histogram()),
+            seconds: Vec::new(),
+        });
         entry.total.record(latency, &outcome);
         if entry.seconds.len() <= second {
-            entry.seconds.resize_with(second + 1, || Stats::new(second_histogram()));
+            entry
+                .seconds
+                .resize_with(second + 1, || Stats::new(second_histogram()));
         }
         entry.seconds[second].record(latency, &outcome);
     }
@@ -149,7 +174,15 @@ impl Recorder {
             names: inner
                 .names
                 .iter()
-                .map(|(name, s)| (*name, NamedSnapshot { total: s.total.clone(), seconds: s.seconds.clone() }))
+                .map(|(name, s)| {
+                    (
+                        *name,
+                        NamedSnapshot {
+                            total: s.total.clone(),
+                            seconds: s.seconds.clone(),
+                        },
+                    )
+                })
                 .collect(),
             dropped_iterations: inner.dropped_iterations,
             vus: inner.vus.clone(),
@@ -196,7 +229,11 @@ impl Snapshot {
 
     /// Length of the run in whole seconds, as far as requests were recorded.
     pub fn seconds(&self) -> usize {
-        self.names.values().map(|s| s.seconds.len()).max().unwrap_or(0)
+        self.names
+            .values()
+            .map(|s| s.seconds.len())
+            .max()
+            .unwrap_or(0)
     }
 }
 

@@ -19,21 +19,30 @@ pub fn username(i: usize) -> String {
 
 /// The backend's defaults (`QUANTAID_ARGON2_*`): what a real login verifies against.
 fn password_hash() -> anyhow::Result<String> {
-    let params = argon2::Params::new(19_456, 2, 1, None).map_err(|e| anyhow::anyhow!("argon2 params: {e}"))?;
+    let params = argon2::Params::new(19_456, 2, 1, None)
+        .map_err(|e| anyhow::anyhow!("argon2 params: {e}"))?;
     let hasher = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::generate(&mut OsRng);
-    Ok(hasher.hash_password(PASSWORD.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("argon2: {e}"))?.to_string())
+    Ok(hasher
+        .hash_password(PASSWORD.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
+        .to_string())
 }
 
 /// Inserts users `loadtest-0..n` (skipping names that exist, so a re-run is harmless).
 pub async fn users(database_url: &str, n: usize) -> anyhow::Result<()> {
-    let (db, connection) = tokio_postgres::connect(database_url, NoTls).await.context("connecting to PostgreSQL")?;
+    let (db, connection) = tokio_postgres::connect(database_url, NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
     tokio::spawn(connection);
     let hash = password_hash()?;
     // UUIDv7 ids, as the backend makes them: the proxy's Bloom filter reads their time.
     let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
     let names: Vec<String> = (0..n).map(username).collect();
-    let emails: Vec<String> = names.iter().map(|u| format!("{u}@loadtest.example")).collect();
+    let emails: Vec<String> = names
+        .iter()
+        .map(|u| format!("{u}@loadtest.example"))
+        .collect();
     db.execute(
         "INSERT INTO users (id, username, email, password_hash, created_at, updated_at)
          SELECT id, username, email, $4, now(), now() FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, username, email)
@@ -49,7 +58,10 @@ pub async fn users(database_url: &str, n: usize) -> anyhow::Result<()> {
 pub async fn clients(api: &Api, admin_token: &str, n: usize) -> anyhow::Result<Vec<OAuthClient>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        out.push(api.create_client(admin_token, &format!("loadtest-client-{i}")).await?);
+        out.push(
+            api.create_client(admin_token, &format!("loadtest-client-{i}"))
+                .await?,
+        );
     }
     Ok(out)
 }

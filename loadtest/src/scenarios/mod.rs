@@ -39,7 +39,13 @@ impl Outcome {
     }
 }
 
-pub const NAMES: [&str; 5] = ["login", "login-ramp", "token-rate", "token-stepup", "pool-exhaustion"];
+pub const NAMES: [&str; 5] = [
+    "login",
+    "login-ramp",
+    "token-rate",
+    "token-stepup",
+    "pool-exhaustion",
+];
 
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Outcome> {
     let recorder = Recorder::new();

@@ -18,7 +18,7 @@ use crate::charts::Marker;
 use crate::client::{OAuthClient, TokenAnswer};
 use crate::executor::{arrival_rate, stage};
 use crate::metrics::{Recorder, Snapshot};
-use crate::thresholds::{Metric, Threshold, Verdict};
+use crate::thresholds::{Metric, Threshold, Unit::Ratio, Verdict};
 
 const RATE: f64 = 100.0;
 const SLOW_QUERY_MS: u32 = 500;
@@ -30,7 +30,9 @@ struct SlowQueries(tokio_postgres::Client);
 
 impl SlowQueries {
     async fn start(database_url: &str) -> anyhow::Result<SlowQueries> {
-        let (db, connection) = tokio_postgres::connect(database_url, NoTls).await.context("connecting to PostgreSQL")?;
+        let (db, connection) = tokio_postgres::connect(database_url, NoTls)
+            .await
+            .context("connecting to PostgreSQL")?;
         tokio::spawn(connection);
         db.batch_execute(&format!(
             "CREATE OR REPLACE FUNCTION loadtest_slow_insert() RETURNS trigger LANGUAGE plpgsql AS
@@ -62,7 +64,11 @@ struct Phase {
 }
 
 pub async fn exhaustion(ctx: &Ctx, recorder: Recorder) -> anyhow::Result<Outcome> {
-    let (normal, slow, recovered) = if ctx.quick { (15, 20, 20) } else { (30, 60, 60) };
+    let (normal, slow, recovered) = if ctx.quick {
+        (15, 20, 20)
+    } else {
+        (30, 60, 60)
+    };
     let rec = Arc::new(recorder);
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let api = ctx.api.clone();
@@ -92,16 +98,38 @@ pub async fn exhaustion(ctx: &Ctx, recorder: Recorder) -> anyhow::Result<Outcome
     let snapshot = rec.snapshot();
 
     let phases = [
-        Phase { name: "normal", from: 0, to: on.floor() as usize },
-        Phase { name: "slow queries", from: on.ceil() as usize, to: off.floor() as usize },
-        Phase { name: "recovered", from: off.ceil() as usize, to: snapshot.seconds() },
+        Phase {
+            name: "normal",
+            from: 0,
+            to: on.floor() as usize,
+        },
+        Phase {
+            name: "slow queries",
+            from: on.ceil() as usize,
+            to: off.floor() as usize,
+        },
+        Phase {
+            name: "recovered",
+            from: off.ceil() as usize,
+            to: snapshot.seconds(),
+        },
     ];
     let mut verdicts = vec![
         // Anything but a 200 or a well-formed 503 (a 500, a hang, a bare 503) fails.
-        Threshold { metric: Metric::FailedRate { name: None }, limit: 0.001 }.judge(&snapshot),
+        Threshold {
+            metric: Metric::FailedRate { name: None },
+            limit: 0.001,
+        }
+        .judge(&snapshot),
         // Shedding is quick: a 503 comes after the pool wait, not after a timeout.
-        Threshold { metric: Metric::Duration { name: Some("token-503"), percentile: 99.0 }, limit: 1000.0 }
-            .judge(&snapshot),
+        Threshold {
+            metric: Metric::Duration {
+                name: Some("token-503"),
+                percentile: 99.0,
+            },
+            limit: 1000.0,
+        }
+        .judge(&snapshot),
     ];
     verdicts.extend(phase_checks(&snapshot, &phases));
     let recovery = recovery_secs(&snapshot, phases[2].from);
@@ -135,20 +163,39 @@ fn backend_setting(name: &str, default: &str) -> String {
 fn shed_share(snapshot: &Snapshot, p: &Phase) -> f64 {
     let shed = snapshot.window(Some("token-503"), p.from, p.to).requests;
     let all = snapshot.window(None, p.from, p.to).requests;
-    if all == 0 { 0.0 } else { shed as f64 / all as f64 }
+    if all == 0 {
+        0.0
+    } else {
+        shed as f64 / all as f64
+    }
 }
 
 /// The pool really ran out while queries were slow (otherwise the test proved nothing),
 /// and no request was shed while they were not.
 fn phase_checks(snapshot: &Snapshot, phases: &[Phase; 3]) -> Vec<Verdict> {
     let [normal, slow, recovered] = phases;
-    let after_grace = Phase { name: "recovered", from: recovered.from + RECOVERY_GRACE_SECS, to: recovered.to };
+    let after_grace = Phase {
+        name: "recovered",
+        from: recovered.from + RECOVERY_GRACE_SECS,
+        to: recovered.to,
+    };
     vec![
-        Verdict::new("503 share before the slow queries == 0", shed_share(snapshot, normal), shed_share(snapshot, normal) == 0.0),
-        Verdict::new("503 share during the slow queries > 0.5", shed_share(snapshot, slow), shed_share(snapshot, slow) > 0.5),
+        Verdict::new(
+            "503 share before the slow queries == 0",
+            shed_share(snapshot, normal),
+            Ratio,
+            shed_share(snapshot, normal) == 0.0,
+        ),
+        Verdict::new(
+            "503 share during the slow queries > 0.5",
+            shed_share(snapshot, slow),
+            Ratio,
+            shed_share(snapshot, slow) > 0.5,
+        ),
         Verdict::new(
             format!("503 share from {RECOVERY_GRACE_SECS} s after the slow queries == 0"),
             shed_share(snapshot, &after_grace),
+            Ratio,
             shed_share(snapshot, &after_grace) == 0.0,
         ),
     ]
@@ -157,14 +204,18 @@ fn phase_checks(snapshot: &Snapshot, phases: &[Phase; 3]) -> Vec<Verdict> {
 /// Seconds from the end of the slow queries to the last shed request.
 fn recovery_secs(snapshot: &Snapshot, from: usize) -> Option<usize> {
     let shed = snapshot.names.get("token-503")?;
-    let last = (from..shed.seconds.len()).rev().find(|&s| shed.seconds[s].requests > 0)?;
+    let last = (from..shed.seconds.len())
+        .rev()
+        .find(|&s| shed.seconds[s].requests > 0)?;
     Some(last + 1 - from)
 }
 
 fn recovery_note(recovery: Option<usize>) -> String {
     match recovery {
         None => "Recovery: no request was shed once the slow queries stopped.".into(),
-        Some(s) => format!("Recovery: the last 503 came within {s} s of the slow queries stopping; no restart."),
+        Some(s) => format!(
+            "Recovery: the last 503 came within {s} s of the slow queries stopping; no restart."
+        ),
     }
 }
 

@@ -13,25 +13,31 @@ use crate::charts::Marker;
 use crate::client::{Api, OAuthClient, TokenAnswer};
 use crate::executor::{arrival_rate, stage};
 use crate::metrics::Recorder;
-use crate::thresholds::{brief_criteria, Verdict};
+use crate::thresholds::{brief_criteria, Unit, Verdict};
 
 /// Enough in flight for a second of backlog at the highest step.
 const MAX_VUS: usize = 2000;
 
 /// Offers `rate` grants per second for `secs`, recording each as `token`.
 async fn offer(rec: &Arc<Recorder>, api: &Api, clients: &Arc<[OAuthClient]>, rate: f64, secs: u64) {
-    arrival_rate(rec, rate, &[stage(secs, rate)], MAX_VUS, |n, scheduled: Instant| {
-        let (api, rec, clients) = (api.clone(), rec.clone(), clients.clone());
-        async move {
-            let client = &clients[n as usize % clients.len()];
-            let outcome = match api.token(client).await {
-                Ok(TokenAnswer::Issued) => Ok(()),
-                Ok(TokenAnswer::Shed) => Err("status 503".into()),
-                Err(e) => Err(e),
-            };
-            rec.record("token", scheduled, outcome);
-        }
-    })
+    arrival_rate(
+        rec,
+        rate,
+        &[stage(secs, rate)],
+        MAX_VUS,
+        |n, scheduled: Instant| {
+            let (api, rec, clients) = (api.clone(), rec.clone(), clients.clone());
+            async move {
+                let client = &clients[n as usize % clients.len()];
+                let outcome = match api.token(client).await {
+                    Ok(TokenAnswer::Issued) => Ok(()),
+                    Ok(TokenAnswer::Shed) => Err("status 503".into()),
+                    Err(e) => Err(e),
+                };
+                rec.record("token", scheduled, outcome);
+            }
+        },
+    )
     .await;
 }
 
@@ -41,7 +47,10 @@ pub async fn constant_rate(ctx: &Ctx, recorder: Recorder) -> Outcome {
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     offer(&rec, &ctx.api, &clients, rate, secs).await;
     let snapshot = rec.snapshot();
-    let verdicts = brief_criteria(None).iter().map(|t| t.judge(&snapshot)).collect();
+    let verdicts = brief_criteria(None)
+        .iter()
+        .map(|t| t.judge(&snapshot))
+        .collect();
     let total = snapshot.total(None);
     Outcome {
         shape: format!(
@@ -76,13 +85,19 @@ struct Step {
 impl Step {
     /// The brief's criteria, and the offered rate really delivered.
     fn held(&self) -> bool {
-        self.failed_rate < 0.001 && self.p95 < 500.0 && self.p99 < 1000.0 && self.achieved >= self.target * 0.98
+        self.failed_rate < 0.001
+            && self.p95 < 500.0
+            && self.p99 < 1000.0
+            && self.achieved >= self.target * 0.98
     }
 }
 
 pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
-    let (first, increment, step_secs, max_steps) =
-        if ctx.quick { (100.0, 100.0, 10, 5) } else { (500.0, 250.0, 30, 40) };
+    let (first, increment, step_secs, max_steps) = if ctx.quick {
+        (100.0, 100.0, 10, 5)
+    } else {
+        (500.0, 250.0, 30, 40)
+    };
     let rec = Arc::new(recorder);
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let mut steps: Vec<Step> = Vec::new();
@@ -91,7 +106,10 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
         let target = first + increment * i as f64;
         let from = rec.elapsed_secs().ceil() as usize;
         let dropped_before = rec.snapshot().dropped_iterations;
-        markers.push(Marker { at_secs: rec.elapsed_secs(), label: format!("{target}/s") });
+        markers.push(Marker {
+            at_secs: rec.elapsed_secs(),
+            label: format!("{target}/s"),
+        });
         offer(&rec, &ctx.api, &clients, target, step_secs).await;
         let snapshot = rec.snapshot();
         // Whole seconds inside the step; its in-flight tail is still recorded by start time.
@@ -112,7 +130,11 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
             break;
         }
     }
-    let highest = steps.iter().take_while(|s| s.held()).last().map(|s| s.target);
+    let highest = steps
+        .iter()
+        .take_while(|s| s.held())
+        .last()
+        .map(|s| s.target);
     let mut table = String::from(
         "| offered/s | achieved/s | p50 ms | p95 ms | p99 ms | failed | held |\n|---:|---:|---:|---:|---:|---:|:---:|\n",
     );
@@ -133,8 +155,9 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
         None => "Not even the first step was held.".to_string(),
     };
     let verdicts = vec![Verdict::new(
-        format!("highest_held_rate >= {first}"),
+        format!("highest held grants/s >= {first}"),
         highest.unwrap_or(0.0),
+        Unit::PerSecond,
         highest.is_some(),
     )];
     Outcome {
@@ -150,4 +173,3 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
         markers,
     }
 }
-
