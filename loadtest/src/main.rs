@@ -19,10 +19,8 @@ mod scenarios;
 mod seed;
 mod thresholds;
 
-use std::path::PathBuf;
-use std::time::Instant;
-
 use anyhow::{bail, Context};
+use std::path::PathBuf;
 
 use crate::client::Api;
 use crate::scenarios::Ctx;
@@ -118,7 +116,6 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         if args.quick { " (quick)" } else { "" }
     );
     let started_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    let began = Instant::now();
     let outcome = scenarios::run(&args.scenario, &ctx).await?;
     let conditions = match std::env::var("LOADTEST_CONDITIONS") {
         Ok(stack) if !stack.is_empty() => format!("{}; {stack}", machine()),
@@ -128,7 +125,6 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         scenario: &args.scenario,
         quick: args.quick,
         started_utc,
-        elapsed: began.elapsed(),
         conditions,
     };
     let summary = report::write(&args.out, &info, &outcome)?;

@@ -171,6 +171,7 @@ impl Recorder {
     pub fn snapshot(&self) -> Snapshot {
         let inner = self.inner.lock().expect("recorder lock");
         Snapshot {
+            elapsed: self.started.elapsed(),
             names: inner
                 .names
                 .iter()
@@ -197,6 +198,8 @@ pub struct NamedSnapshot {
 
 /// Everything a run recorded, for thresholds, checks and the report.
 pub struct Snapshot {
+    /// From the start of the measurement to this snapshot.
+    pub elapsed: Duration,
     pub names: BTreeMap<&'static str, NamedSnapshot>,
     pub dropped_iterations: u64,
     pub vus: Vec<u64>,

@@ -9,7 +9,6 @@
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -24,7 +23,6 @@ pub struct RunInfo<'a> {
     pub scenario: &'a str,
     pub quick: bool,
     pub started_utc: String,
-    pub elapsed: Duration,
     /// Machine, build and stack settings, in words.
     pub conditions: String,
 }
@@ -109,7 +107,7 @@ fn dotted(label: &str) -> String {
 fn k6_summary(info: &RunInfo, outcome: &Outcome) -> String {
     let snap = &outcome.snapshot;
     let total = snap.total(None);
-    let secs = info.elapsed.as_secs_f64().max(1e-9);
+    let secs = outcome.snapshot.elapsed.as_secs_f64().max(1e-9);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -211,7 +209,7 @@ fn stats_json(s: &Stats, secs: f64) -> Value {
 
 fn summary_json(info: &RunInfo, outcome: &Outcome) -> Value {
     let snap = &outcome.snapshot;
-    let secs = info.elapsed.as_secs_f64().max(1e-9);
+    let secs = outcome.snapshot.elapsed.as_secs_f64().max(1e-9);
     let names: serde_json::Map<String, Value> = snap
         .names
         .iter()
@@ -302,7 +300,7 @@ fn distribution(name: &str, s: &Stats) -> Distribution {
 
 fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
     let snap = &outcome.snapshot;
-    let secs = info.elapsed.as_secs_f64().max(1e-9);
+    let secs = outcome.snapshot.elapsed.as_secs_f64().max(1e-9);
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -386,6 +384,8 @@ fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::metrics::Recorder;
 

@@ -74,13 +74,13 @@ async fn person(api: Api, rec: Arc<Recorder>, user: String, mut stop: Stop) {
     }
 }
 
-pub async fn journey(ctx: &Ctx, recorder: Recorder) -> Outcome {
+pub async fn journey(ctx: &Ctx) -> Outcome {
     let stages: Vec<Stage> = if ctx.quick {
         vec![stage(20, 200.0), stage(30, 200.0), stage(5, 0.0)]
     } else {
         vec![stage(120, 1000.0), stage(480, 1000.0), stage(30, 0.0)]
     };
-    let rec = Arc::new(recorder);
+    let rec = Arc::new(Recorder::new());
     let users = ctx.users;
     ramping_vus(&rec, &stages, |vu, stop| {
         person(
@@ -124,13 +124,13 @@ pub async fn journey(ctx: &Ctx, recorder: Recorder) -> Outcome {
     }
 }
 
-pub async fn ramp(ctx: &Ctx, recorder: Recorder) -> Outcome {
+pub async fn ramp(ctx: &Ctx) -> Outcome {
     let stages: Vec<Stage> = if ctx.quick {
         vec![stage(20, 20.0), stage(30, 20.0), stage(5, 0.0)]
     } else {
         vec![stage(180, 1000.0), stage(60, 1000.0), stage(20, 0.0)]
     };
-    let rec = Arc::new(recorder);
+    let rec = Arc::new(Recorder::new());
     let users = ctx.users;
     ramping_vus(&rec, &stages, |vu, mut stop| {
         let (api, rec, user) = (ctx.api.clone(), rec.clone(), username(vu as usize % users));

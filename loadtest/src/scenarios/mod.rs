@@ -7,7 +7,7 @@ mod tokens;
 
 use crate::charts::Marker;
 use crate::client::{Api, OAuthClient};
-use crate::metrics::{Recorder, Snapshot};
+use crate::metrics::Snapshot;
 use crate::thresholds::Verdict;
 
 /// What every scenario can use: the service, the seed data, the database (for the
@@ -48,13 +48,12 @@ pub const NAMES: [&str; 5] = [
 ];
 
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Outcome> {
-    let recorder = Recorder::new();
     match name {
-        "login" => Ok(login::journey(ctx, recorder).await),
-        "login-ramp" => Ok(login::ramp(ctx, recorder).await),
-        "token-rate" => Ok(tokens::constant_rate(ctx, recorder).await),
-        "token-stepup" => Ok(tokens::step_up(ctx, recorder).await),
-        "pool-exhaustion" => pool::exhaustion(ctx, recorder).await,
+        "login" => Ok(login::journey(ctx).await),
+        "login-ramp" => Ok(login::ramp(ctx).await),
+        "token-rate" => Ok(tokens::constant_rate(ctx).await),
+        "token-stepup" => Ok(tokens::step_up(ctx).await),
+        "pool-exhaustion" => pool::exhaustion(ctx).await,
         other => anyhow::bail!("unknown scenario '{other}' (one of: {})", NAMES.join(", ")),
     }
 }

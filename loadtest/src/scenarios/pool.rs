@@ -63,13 +63,13 @@ struct Phase {
     to: usize,
 }
 
-pub async fn exhaustion(ctx: &Ctx, recorder: Recorder) -> anyhow::Result<Outcome> {
+pub async fn exhaustion(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let (normal, slow, recovered) = if ctx.quick {
         (15, 20, 20)
     } else {
         (30, 60, 60)
     };
-    let rec = Arc::new(recorder);
+    let rec = Arc::new(Recorder::new());
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let api = ctx.api.clone();
     let stages = [stage(normal + slow + recovered, RATE)];

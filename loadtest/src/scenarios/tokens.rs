@@ -11,41 +11,58 @@ use std::time::Instant;
 use super::{human, Ctx, Outcome};
 use crate::charts::Marker;
 use crate::client::{Api, OAuthClient, TokenAnswer};
-use crate::executor::{arrival_rate, stage};
+use crate::executor::{arrival_rate, stage, Stage};
 use crate::metrics::Recorder;
 use crate::thresholds::{brief_criteria, Unit, Verdict};
 
 /// Enough in flight for a second of backlog at the highest step.
 const MAX_VUS: usize = 2000;
 
-/// Offers `rate` grants per second for `secs`, recording each as `token`.
-async fn offer(rec: &Arc<Recorder>, api: &Api, clients: &Arc<[OAuthClient]>, rate: f64, secs: u64) {
-    arrival_rate(
-        rec,
-        rate,
-        &[stage(secs, rate)],
-        MAX_VUS,
-        |n, scheduled: Instant| {
-            let (api, rec, clients) = (api.clone(), rec.clone(), clients.clone());
-            async move {
-                let client = &clients[n as usize % clients.len()];
-                let outcome = match api.token(client).await {
-                    Ok(TokenAnswer::Issued) => Ok(()),
-                    Ok(TokenAnswer::Shed) => Err("status 503".into()),
-                    Err(e) => Err(e),
-                };
-                rec.record("token", scheduled, outcome);
-            }
-        },
+/// Offers grants at `start_rate` per second changing as `stages` say, recording each as `token`.
+async fn offer(
+    rec: &Arc<Recorder>,
+    api: &Api,
+    clients: &Arc<[OAuthClient]>,
+    start_rate: f64,
+    stages: &[Stage],
+) {
+    arrival_rate(rec, start_rate, stages, MAX_VUS, |n, scheduled: Instant| {
+        let (api, rec, clients) = (api.clone(), rec.clone(), clients.clone());
+        async move {
+            let client = &clients[n as usize % clients.len()];
+            let outcome = match api.token(client).await {
+                Ok(TokenAnswer::Issued) => Ok(()),
+                Ok(TokenAnswer::Shed) => Err("status 503".into()),
+                Err(e) => Err(e),
+            };
+            rec.record("token", scheduled, outcome);
+        }
+    })
+    .await;
+}
+
+/// Ramps from 0 to `rate` before the measurement, unrecorded, so that connections and
+/// pools are made here rather than in the first measured second (a cold start at full
+/// rate would otherwise set the tail of a short run).
+async fn warm_up(api: &Api, clients: &Arc<[OAuthClient]>, rate: f64) {
+    offer(
+        &Arc::new(Recorder::new()),
+        api,
+        clients,
+        0.0,
+        &[stage(WARM_UP_SECS, rate)],
     )
     .await;
 }
 
-pub async fn constant_rate(ctx: &Ctx, recorder: Recorder) -> Outcome {
+const WARM_UP_SECS: u64 = 5;
+
+pub async fn constant_rate(ctx: &Ctx) -> Outcome {
     let (rate, secs) = if ctx.quick { (500.0, 45) } else { (500.0, 600) };
-    let rec = Arc::new(recorder);
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
-    offer(&rec, &ctx.api, &clients, rate, secs).await;
+    warm_up(&ctx.api, &clients, rate).await;
+    let rec = Arc::new(Recorder::new());
+    offer(&rec, &ctx.api, &clients, rate, &[stage(secs, rate)]).await;
     let snapshot = rec.snapshot();
     let verdicts = brief_criteria(None)
         .iter()
@@ -55,7 +72,7 @@ pub async fn constant_rate(ctx: &Ctx, recorder: Recorder) -> Outcome {
     Outcome {
         shape: format!(
             "constant-arrival-rate: {rate} client_credentials grants/s for {} (up to {MAX_VUS} in flight), \
-             round-robin over {} OAuth clients.",
+             round-robin over {} OAuth clients, after a {WARM_UP_SECS} s warm-up ramp that is not counted.",
             human(secs),
             clients.len()
         ),
@@ -92,16 +109,17 @@ impl Step {
     }
 }
 
-pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
+pub async fn step_up(ctx: &Ctx) -> Outcome {
     let (first, increment, step_secs, max_steps) = if ctx.quick {
         (100.0, 100.0, 10, 5)
     } else {
         (500.0, 250.0, 30, 40)
     };
-    let rec = Arc::new(recorder);
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let mut steps: Vec<Step> = Vec::new();
     let mut markers = Vec::new();
+    warm_up(&ctx.api, &clients, first).await;
+    let rec = Arc::new(Recorder::new());
     for i in 0..max_steps {
         let target = first + increment * i as f64;
         let from = rec.elapsed_secs().ceil() as usize;
@@ -110,7 +128,14 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
             at_secs: rec.elapsed_secs(),
             label: format!("{target}/s"),
         });
-        offer(&rec, &ctx.api, &clients, target, step_secs).await;
+        offer(
+            &rec,
+            &ctx.api,
+            &clients,
+            target,
+            &[stage(step_secs, target)],
+        )
+        .await;
         let snapshot = rec.snapshot();
         // Whole seconds inside the step; its in-flight tail is still recorded by start time.
         let w = snapshot.window(None, from, from + step_secs as usize - 1);
@@ -163,7 +188,8 @@ pub async fn step_up(ctx: &Ctx, recorder: Recorder) -> Outcome {
     Outcome {
         shape: format!(
             "stepped constant-arrival-rate: {first}/s, then +{increment}/s every {}, up to {max_steps} steps, \
-             stopping after the first step that misses the criteria; client_credentials over {} OAuth clients.",
+             stopping after the first step that misses the criteria; client_credentials over {} OAuth clients; \
+             a {WARM_UP_SECS} s warm-up ramp to the first rate is not counted.",
             human(step_secs),
             clients.len()
         ),
