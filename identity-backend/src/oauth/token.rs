@@ -18,11 +18,16 @@ use crate::security::token::{self, new_id, TokenKind};
 use crate::sessions::verify_password;
 use crate::{revocation, SharedState};
 
-const INSERT_TOKEN: Query = Query {
-    name: "token_insert",
-    sql: "INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
-                                    created_at, expires_at, refresh_expires_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+/// A new issuance and its audit entry in one statement: one round trip and one commit
+/// (the hot path of token issuance), and never a token without its audit entry.
+const INSERT_TOKEN_AND_AUDIT: Query = Query {
+    name: "token_insert_audited",
+    sql: "WITH issued AS (
+              INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
+                                        created_at, expires_at, refresh_expires_at)
+              VALUES ($1, $2, $3, $1, $4, $5, $6, $7, $8, $9, $10))
+          INSERT INTO audit_logs (id, user_id, action, ip_address, details, created_at)
+          VALUES ($11, $5, $12, $13, $14, $8)",
 };
 pub const REFRESH_BY_DIGEST: Query = Query {
     name: "refresh_token_by_digest",
@@ -70,7 +75,8 @@ fn ttl(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::hours(1))
 }
 
-/// Inserts a new issuance (a new token family).
+/// Inserts a new issuance (a new token family) with its audit entry.
+#[allow(clippy::too_many_arguments)]
 async fn issue_new(
     state: &SharedState,
     conn: &Conn<'_>,
@@ -79,20 +85,20 @@ async fn issue_new(
     scope: String,
     grant_type: &str,
     with_refresh: bool,
+    ip: std::net::IpAddr,
 ) -> ApiResult<Issued> {
     let now = Utc::now();
     let access = token::generate(TokenKind::Access, now);
     let refresh = with_refresh.then(|| token::generate(TokenKind::Refresh, now));
     let expires_at = now + ttl(state.config.access_token_ttl);
     let refresh_expires_at: Option<DateTime<Utc>> = refresh.as_ref().map(|_| now + ttl(state.config.refresh_token_ttl));
-    let id = new_id(now);
+    let id = new_id(now); // also the family's id: a new family is named after its first issuance
     conn.execute(
-        &INSERT_TOKEN,
+        &INSERT_TOKEN_AND_AUDIT,
         &[
             &id,
             &token::digest(&access),
             &refresh.as_deref().map(token::digest),
-            &id, // a new family is named after its first issuance
             &client.client_id,
             &user_id,
             &scope,
@@ -100,6 +106,10 @@ async fn issue_new(
             &now,
             &expires_at,
             &refresh_expires_at,
+            &new_id(now),
+            &Action::TokenIssue.as_str(),
+            &ip,
+            &issue_details(client, grant_type),
         ],
     )
     .await?;
@@ -122,10 +132,10 @@ pub async fn token(
     if !client.allows_grant(&grant_type) {
         return Err(ApiError::UnsupportedGrantType(format!("this client may not use grant_type {grant_type:?}")));
     }
-    let (issued, user_id) = match grant_type.as_str() {
+    let issued = match grant_type.as_str() {
         GRANT_CLIENT_CREDENTIALS => {
             let scope = client.grant_scope(form.get("scope"))?;
-            (issue_new(&state, &conn, &client, None, scope, GRANT_CLIENT_CREDENTIALS, false).await?, None)
+            issue_new(&state, &conn, &client, None, scope, GRANT_CLIENT_CREDENTIALS, false, ctx.client_ip).await?
         }
         GRANT_PASSWORD => {
             let scope = client.grant_scope(form.get("scope"))?;
@@ -141,27 +151,22 @@ pub async fn token(
             }
             let conn = state.db.conn().await?;
             let with_refresh = client.allows_grant(GRANT_REFRESH_TOKEN);
-            let issued = issue_new(&state, &conn, &client, Some(user.id), scope, GRANT_PASSWORD, with_refresh).await?;
-            audit_issue(&conn, Some(user.id), &client, GRANT_PASSWORD, ctx.client_ip).await?;
-            state.metrics.tokens_issued.with_label_values(&[GRANT_PASSWORD]).inc();
-            return Ok(token_response(issued));
+            issue_new(&state, &conn, &client, Some(user.id), scope, GRANT_PASSWORD, with_refresh, ctx.client_ip).await?
         }
-        _ => refresh(&state, &conn, &client, &form, ctx.client_ip).await?,
+        _ => {
+            let (issued, user_id) = refresh(&state, &conn, &client, &form, ctx.client_ip).await?;
+            let details = issue_details(&client, &grant_type);
+            audit::record(&conn, user_id, Action::TokenIssue, ctx.client_ip, details).await?;
+            issued
+        }
     };
-    audit_issue(&conn, user_id, &client, &grant_type, ctx.client_ip).await?;
     state.metrics.tokens_issued.with_label_values(&[grant_type.as_str()]).inc();
     Ok(token_response(issued))
 }
 
-async fn audit_issue(
-    conn: &Conn<'_>,
-    user_id: Option<Uuid>,
-    client: &Client,
-    grant_type: &str,
-    ip: std::net::IpAddr,
-) -> ApiResult<()> {
-    let details = json!({"client_id": client.client_id, "grant_type": grant_type});
-    audit::record(conn, user_id, Action::TokenIssue, ip, details).await
+/// The audit details of an issuance (never the token itself).
+fn issue_details(client: &Client, grant_type: &str) -> serde_json::Value {
+    json!({"client_id": client.client_id, "grant_type": grant_type})
 }
 
 /// A rotated refresh token came back: one of its holders is not the legitimate client,

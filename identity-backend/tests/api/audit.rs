@@ -100,3 +100,38 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     assert_eq!(audit(&app, "ip_address=203.0.113.7").await["items"], json!([]));
     assert_eq!(actions(&audit(&app, "ip_address=127.0.0.1&action=login.success").await), ["login.success"]);
 }
+
+#[tokio::test]
+async fn every_issuance_is_audited_once_with_its_grant() {
+    let app = TestApp::start().await;
+    let id = app.create_user("alice").await;
+    let client = app.create_client(&["client_credentials", "password", "refresh_token"], &["read"]).await;
+    let (status, _) = app.token(&client, &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, t) =
+        app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let (status, _) = app.token(&client, &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let issued = audit(&app, "action=token.issue").await;
+    let mut grants: Vec<(String, Value)> = issued["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["details"]["client_id"], client.0.as_str());
+            (e["details"]["grant_type"].as_str().unwrap().to_string(), e["user_id"].clone())
+        })
+        .collect();
+    grants.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        grants,
+        [
+            ("client_credentials".to_string(), Value::Null),
+            ("password".to_string(), json!(id)),
+            ("refresh_token".to_string(), json!(id)),
+        ]
+    );
+}
