@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use reqwest::{Response, StatusCode};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 /// Every seeded user has this password: load-test data on a throwaway local stack.
@@ -145,19 +146,30 @@ impl Api {
         })
     }
 
-    /// `GET /v1/auth/check` (forward auth) → `200` naming the session's user.
-    pub async fn check(&self, session: &Session) -> Result<(), String> {
-        let (status, headers, _) = read(
-            self.http
-                .get(self.url("/v1/auth/check"))
-                .bearer_auth(&session.token)
-                .send()
-                .await,
-        )
-        .await?;
-        if status != StatusCode::OK {
+    /// Sends `method path` with the session as bearer credential; `Ok` only with `expected`.
+    async fn as_session(
+        &self,
+        method: Method,
+        path: &str,
+        session: &Session,
+        expected: StatusCode,
+    ) -> Result<(HeaderMap, Vec<u8>), String> {
+        let request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&session.token);
+        let (status, headers, body) = read(request.send().await).await?;
+        if status != expected {
             return Err(unexpected(status));
         }
+        Ok((headers, body))
+    }
+
+    /// `GET /v1/auth/check` (forward auth) → `200` naming the session's user.
+    pub async fn check(&self, session: &Session) -> Result<(), String> {
+        let (headers, _) = self
+            .as_session(Method::GET, "/v1/auth/check", session, StatusCode::OK)
+            .await?;
         match headers.get("x-quantaid-user-id") {
             Some(v) if v.as_bytes() == session.user_id.as_bytes() => Ok(()),
             _ => Err("wrong X-Quantaid-User-Id".into()),
@@ -166,17 +178,9 @@ impl Api {
 
     /// `GET /v1/auth/session` → `200` with the session's user.
     pub async fn session(&self, session: &Session) -> Result<(), String> {
-        let (status, _, body) = read(
-            self.http
-                .get(self.url("/v1/auth/session"))
-                .bearer_auth(&session.token)
-                .send()
-                .await,
-        )
-        .await?;
-        if status != StatusCode::OK {
-            return Err(unexpected(status));
-        }
+        let (_, body) = self
+            .as_session(Method::GET, "/v1/auth/session", session, StatusCode::OK)
+            .await?;
         if json_field(&body, "user_id")? != session.user_id {
             return Err("wrong user_id".into());
         }
@@ -185,18 +189,14 @@ impl Api {
 
     /// `POST /v1/auth/logout` → `204`.
     pub async fn logout(&self, session: &Session) -> Result<(), String> {
-        let (status, _, _) = read(
-            self.http
-                .post(self.url("/v1/auth/logout"))
-                .bearer_auth(&session.token)
-                .send()
-                .await,
+        self.as_session(
+            Method::POST,
+            "/v1/auth/logout",
+            session,
+            StatusCode::NO_CONTENT,
         )
-        .await?;
-        if status != StatusCode::NO_CONTENT {
-            return Err(unexpected(status));
-        }
-        Ok(())
+        .await
+        .map(|_| ())
     }
 
     /// `POST /oauth/token`, `client_credentials` with HTTP Basic → `200` with a token,
