@@ -138,11 +138,12 @@ if [ "$scenario" = all ]; then
     for name in "${SCENARIOS[@]}"; do
         run_one "$name" "$base/$name" || failed+=("$name")
     done
+    say "reports in $base"
+    printf 'loadtest: %d passed, %d failed\n' $((${#SCENARIOS[@]} - ${#failed[@]})) ${#failed[@]}
     if ((${#failed[@]})); then
-        printf 'loadtest: criteria failed in: %s (reports in %s)\n' "${failed[*]}" "$base" >&2
+        printf 'loadtest: criteria failed in: %s\n' "${failed[*]}" >&2
         exit 1
     fi
-    say "every scenario passed; reports in $base"
 else
     run_one "$scenario" "${out:-loadtest/reports/$scenario$suffix-$stamp}"
 fi
