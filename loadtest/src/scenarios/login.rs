@@ -201,3 +201,27 @@ fn breaking_point(snapshot: &Snapshot) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaking_point_is_the_first_second_outside_the_criteria() {
+        let rec = Recorder::new();
+        for second in 0..20u64 {
+            let at = rec.started() + Duration::from_secs(second);
+            for i in 0..100 {
+                let outcome = if second >= 12 && i % 2 == 0 { Err("status 503".to_string()) } else { Ok(()) };
+                rec.record("login", at, outcome);
+            }
+        }
+        let note = breaking_point(&rec.snapshot());
+        assert!(note.contains("t = 12 s"), "{note}");
+        assert!(peak_note(&rec.snapshot()).contains("100.0 successful logins/s"));
+
+        let calm = Recorder::new();
+        calm.record("login", calm.started(), Ok(()));
+        assert!(breaking_point(&calm.snapshot()).contains("in every second"));
+    }
+}

@@ -245,3 +245,48 @@ fn phase_table(snapshot: &Snapshot, phases: &[Phase; 3]) -> String {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// 10 requests a second for 30 s: shed ones in `shed_seconds`, issued ones elsewhere.
+    fn run(shed_seconds: impl Fn(u64) -> bool) -> Snapshot {
+        let rec = Recorder::new();
+        for second in 0..30 {
+            let at = rec.started() + Duration::from_secs(second);
+            for _ in 0..10 {
+                rec.record(if shed_seconds(second) { "token-503" } else { "token" }, at, Ok(()));
+            }
+        }
+        rec.snapshot()
+    }
+
+    fn phases() -> [Phase; 3] {
+        [
+            Phase { name: "normal", from: 0, to: 10 },
+            Phase { name: "slow queries", from: 10, to: 20 },
+            Phase { name: "recovered", from: 20, to: 30 },
+        ]
+    }
+
+    #[test]
+    fn passes_only_when_the_pool_ran_out_and_came_back() {
+        let shed_while_slow = run(|s| (10..20).contains(&s));
+        assert!(phase_checks(&shed_while_slow, &phases()).iter().all(|v| v.ok));
+        // Shedding that goes on into the grace period is a recovery; after it, a failure.
+        let slow_recovery = run(|s| (10..23).contains(&s));
+        assert!(phase_checks(&slow_recovery, &phases()).iter().all(|v| v.ok));
+        assert_eq!(recovery_secs(&slow_recovery, 20), Some(3));
+        let no_recovery = run(|s| s >= 10);
+        assert!(!phase_checks(&no_recovery, &phases())[2].ok);
+        // A pool that never ran out proves nothing.
+        let never_shed = run(|_| false);
+        assert!(!phase_checks(&never_shed, &phases())[1].ok);
+        assert_eq!(recovery_secs(&never_shed, 20), None);
+        let shed_too_early = run(|s| s == 3 || (10..20).contains(&s));
+        assert!(!phase_checks(&shed_too_early, &phases())[0].ok);
+    }
+}
