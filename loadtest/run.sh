@@ -110,13 +110,15 @@ run_one() {
     conditions+=" (durable commits: fsync and synchronous_commit on)"
     conditions+="; backend pool ${settings[*]:-QUANTAID_DB_POOL_MAX=100 (default)}"
 
-    # Secrets reach the load generator through its environment only.
-    env "${settings[@]}" \
-        LOADTEST_BASE_URL="http://$proxy_addr" \
-        LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid" \
-        LOADTEST_ADMIN_TOKEN="$(kv QUANTAID_BOOTSTRAP_ADMIN_TOKEN "$secrets")" \
-        LOADTEST_CONDITIONS="$conditions" \
-        "$LOADTEST_BIN" "$name" "${quick[@]}" --out "$report" || code=$?
+    # Secrets reach the load generator through its environment only (`export` is a
+    # builtin: no command line ever holds them).
+    (
+        for setting in "${settings[@]}"; do export "$setting"; done
+        export LOADTEST_BASE_URL="http://$proxy_addr" LOADTEST_CONDITIONS="$conditions"
+        export LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid"
+        export LOADTEST_ADMIN_TOKEN="$(kv QUANTAID_BOOTSTRAP_ADMIN_TOKEN "$secrets")"
+        exec "$LOADTEST_BIN" "$name" "${quick[@]}" --out "$report"
+    ) || code=$?
 
     # Keep the end of each log beside the report; the whole logs go with the stack.
     local log
