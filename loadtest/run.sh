@@ -106,8 +106,7 @@ run_one() {
 
     local conditions
     conditions="release build of $(git rev-parse --short HEAD 2>/dev/null || echo 'an unknown commit')"
-    conditions+="; $(redis-server --version | cut -d' ' -f1-3), $("$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)/postgres" --version)"
-    conditions+=" (durable commits: fsync and synchronous_commit on)"
+    conditions+="; $(redis-server --version | cut -d' ' -f1-3)"
     conditions+="; backend pool ${settings[*]:-QUANTAID_DB_POOL_MAX=100 (default)}"
 
     # Secrets reach the load generator through its environment only (`export` is a

@@ -93,6 +93,26 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
+    /// `POST /v1/users` (admin), with [`PASSWORD`].
+    pub async fn create_user(&self, admin_token: &str, username: &str) -> anyhow::Result<()> {
+        let body = json!({"username": username, "email": format!("{username}@loadtest.example"), "password": PASSWORD});
+        let r = self
+            .http
+            .post(self.url("/v1/users"))
+            .bearer_auth(admin_token)
+            .json(&body)
+            .send()
+            .await?;
+        if r.status() != StatusCode::CREATED {
+            bail!(
+                "POST /v1/users: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     /// `POST /v1/clients` (admin): a confidential `client_credentials` client.
     pub async fn create_client(
         &self,

@@ -100,7 +100,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .context("LOADTEST_CLIENTS")?;
 
     eprintln!("==> seeding {users} users and {client_count} OAuth clients");
-    seed::users(&database_url, users).await?;
+    let database = seed::users(&api, &admin_token, &database_url, users).await?;
     let clients = seed::clients(&api, &admin_token, client_count).await?;
 
     let ctx = Ctx {
@@ -117,10 +117,13 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     );
     let started_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let outcome = scenarios::run(&args.scenario, &ctx).await?;
-    let conditions = match std::env::var("LOADTEST_CONDITIONS") {
-        Ok(stack) if !stack.is_empty() => format!("{}; {stack}", machine()),
-        _ => machine(),
-    };
+    let mut conditions = format!("{}; {database}", machine());
+    if let Ok(stack) = std::env::var("LOADTEST_CONDITIONS") {
+        if !stack.is_empty() {
+            conditions.push_str("; ");
+            conditions.push_str(&stack);
+        }
+    }
     let info = report::RunInfo {
         scenario: &args.scenario,
         quick: args.quick,

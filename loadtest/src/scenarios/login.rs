@@ -212,7 +212,11 @@ mod tests {
         for second in 0..20u64 {
             let at = rec.started() + Duration::from_secs(second);
             for i in 0..100 {
-                let outcome = if second >= 12 && i % 2 == 0 { Err("status 503".to_string()) } else { Ok(()) };
+                let outcome = if second >= 12 && i % 2 == 0 {
+                    Err("status 503".to_string())
+                } else {
+                    Ok(())
+                };
                 rec.record("login", at, outcome);
             }
         }

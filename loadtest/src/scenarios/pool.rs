@@ -179,24 +179,29 @@ fn phase_checks(snapshot: &Snapshot, phases: &[Phase; 3]) -> Vec<Verdict> {
         from: recovered.from + RECOVERY_GRACE_SECS,
         to: recovered.to,
     };
+    let (before, during, after) = (
+        shed_share(snapshot, normal),
+        shed_share(snapshot, slow),
+        shed_share(snapshot, &after_grace),
+    );
     vec![
         Verdict::new(
             "503 share before the slow queries == 0",
-            shed_share(snapshot, normal),
+            before,
             Ratio,
-            shed_share(snapshot, normal) == 0.0,
+            before == 0.0,
         ),
         Verdict::new(
             "503 share during the slow queries > 0.5",
-            shed_share(snapshot, slow),
+            during,
             Ratio,
-            shed_share(snapshot, slow) > 0.5,
+            during > 0.5,
         ),
         Verdict::new(
             format!("503 share from {RECOVERY_GRACE_SECS} s after the slow queries == 0"),
-            shed_share(snapshot, &after_grace),
+            after,
             Ratio,
-            shed_share(snapshot, &after_grace) == 0.0,
+            after == 0.0,
         ),
     ]
 }
@@ -258,7 +263,15 @@ mod tests {
         for second in 0..30 {
             let at = rec.started() + Duration::from_secs(second);
             for _ in 0..10 {
-                rec.record(if shed_seconds(second) { "token-503" } else { "token" }, at, Ok(()));
+                rec.record(
+                    if shed_seconds(second) {
+                        "token-503"
+                    } else {
+                        "token"
+                    },
+                    at,
+                    Ok(()),
+                );
             }
         }
         rec.snapshot()
@@ -266,16 +279,30 @@ mod tests {
 
     fn phases() -> [Phase; 3] {
         [
-            Phase { name: "normal", from: 0, to: 10 },
-            Phase { name: "slow queries", from: 10, to: 20 },
-            Phase { name: "recovered", from: 20, to: 30 },
+            Phase {
+                name: "normal",
+                from: 0,
+                to: 10,
+            },
+            Phase {
+                name: "slow queries",
+                from: 10,
+                to: 20,
+            },
+            Phase {
+                name: "recovered",
+                from: 20,
+                to: 30,
+            },
         ]
     }
 
     #[test]
     fn passes_only_when_the_pool_ran_out_and_came_back() {
         let shed_while_slow = run(|s| (10..20).contains(&s));
-        assert!(phase_checks(&shed_while_slow, &phases()).iter().all(|v| v.ok));
+        assert!(phase_checks(&shed_while_slow, &phases())
+            .iter()
+            .all(|v| v.ok));
         // Shedding that goes on into the grace period is a recovery; after it, a failure.
         let slow_recovery = run(|s| (10..23).contains(&s));
         assert!(phase_checks(&slow_recovery, &phases()).iter().all(|v| v.ok));
