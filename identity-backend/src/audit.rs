@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::auth::Admin;
+use crate::auth::{Authenticated, Caller};
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::QueryParams;
@@ -27,7 +27,10 @@ pub enum Action {
     LoginFailure,
     MfaSuccess,
     MfaFailure,
+    MfaThrottled,
     MfaEnrolled,
+    MfaRemoved,
+    Reauthenticated,
     Logout,
     LogoutAll,
     TokenIssue,
@@ -47,7 +50,10 @@ impl Action {
             Action::LoginFailure => "login.failure",
             Action::MfaSuccess => "mfa.success",
             Action::MfaFailure => "mfa.failure",
+            Action::MfaThrottled => "mfa.throttled",
             Action::MfaEnrolled => "mfa.enrolled",
+            Action::MfaRemoved => "mfa.removed",
+            Action::Reauthenticated => "session.reauthenticated",
             Action::Logout => "logout",
             Action::LogoutAll => "logout_all",
             Action::TokenIssue => "token.issue",
@@ -144,12 +150,17 @@ pub fn build_query(filter: &AuditFilter) -> ApiResult<(String, Vec<Box<dyn ToSql
     Ok((sql, params))
 }
 
-/// `GET /v1/audit-logs` (admin).
+/// `GET /v1/audit-logs`: admin, or a user's own session for `user_id=<its user>` (so
+/// the account's owner sees failed logins and MFA guesses against it).
 pub async fn list(
     State(state): State<SharedState>,
-    Admin(_): Admin,
+    Authenticated(caller): Authenticated,
     QueryParams(filter): QueryParams<AuditFilter>,
 ) -> ApiResult<Json<Value>> {
+    let own = matches!((&caller, filter.user_id), (Caller::Session(s), Some(u)) if s.user_id == u);
+    if !caller.is_admin() && !own {
+        return Err(ApiError::Forbidden("admin rights are required, or user_id must be your own"));
+    }
     let (sql, params) = build_query(&filter)?;
     let limit = filter.limit.unwrap_or(DEFAULT_LIMIT) as usize;
     let conn = state.db.conn().await?;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::presented_credential;
+use crate::http::extract::{check_same_origin, presented_credential};
 use crate::security::token::{self, TokenKind};
 use crate::SharedState;
 
@@ -23,6 +23,9 @@ pub struct Session {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub mfa_verified: bool,
+    /// When the session last presented the password or a TOTP code (at creation, or
+    /// through `POST /v1/auth/reauthenticate`).
+    pub authenticated_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,7 +69,8 @@ impl Caller {
 
 pub const SESSION_BY_DIGEST: Query = Query {
     name: "session_by_digest",
-    sql: "SELECT s.id, s.user_id, s.created_at, s.expires_at, s.mfa_verified
+    sql: "SELECT s.id, s.user_id, s.created_at, s.expires_at, s.mfa_verified,
+                 COALESCE(s.authenticated_at, s.created_at)
           FROM sessions s JOIN users u ON u.id = s.user_id
           WHERE s.token_digest = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled",
 };
@@ -91,6 +95,7 @@ pub async fn find_session(conn: &Conn<'_>, session_token: &str, now: DateTime<Ut
         created_at: r.get(2),
         expires_at: r.get(3),
         mfa_verified: r.get(4),
+        authenticated_at: r.get(5),
     }))
 }
 
@@ -133,6 +138,19 @@ pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> ApiResult
     }
 }
 
+/// Sensitive changes (TOTP enrolment and removal, email change) need a session that
+/// presented the password or a TOTP code within the configured age, not just any live
+/// session: a stolen session token alone cannot lock its owner out.
+pub fn require_recent_auth(state: &SharedState, session: &Session) -> ApiResult<()> {
+    let max_age = chrono::Duration::from_std(state.config.reauth_max_age).unwrap_or(chrono::Duration::minutes(5));
+    if session.authenticated_at + max_age >= Utc::now() {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "re-authentication required: POST /v1/auth/reauthenticate with the password or a TOTP code, then retry",
+    ))
+}
+
 /// Resolves the caller and requires admin rights (`403` for a valid non-admin).
 pub async fn require_admin(state: &SharedState, headers: &HeaderMap) -> ApiResult<Caller> {
     let caller = authenticate(state, headers).await?;
@@ -150,6 +168,7 @@ pub struct Authenticated(pub Caller);
 impl FromRequestParts<SharedState> for Authenticated {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
         authenticate(state, &parts.headers).await.map(Authenticated)
     }
 }
@@ -160,6 +179,7 @@ pub struct Admin(pub Caller);
 impl FromRequestParts<SharedState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
         require_admin(state, &parts.headers).await.map(Admin)
     }
 }

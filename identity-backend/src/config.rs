@@ -38,7 +38,13 @@ pub const PASSWORD_HASH_QUEUE: &str = "QUANTAID_PASSWORD_HASH_QUEUE";
 pub const LOGIN_MAX_FAILURES_PER_ACCOUNT: &str = "QUANTAID_LOGIN_MAX_FAILURES_PER_ACCOUNT";
 pub const LOGIN_MAX_FAILURES_PER_IP: &str = "QUANTAID_LOGIN_MAX_FAILURES_PER_IP";
 pub const LOGIN_THROTTLE_WINDOW_SECS: &str = "QUANTAID_LOGIN_THROTTLE_WINDOW_SECS";
+pub const MFA_MAX_FAILURES_PER_ACCOUNT: &str = "QUANTAID_MFA_MAX_FAILURES_PER_ACCOUNT";
+pub const MFA_MAX_FAILURES_PER_IP: &str = "QUANTAID_MFA_MAX_FAILURES_PER_IP";
+pub const MFA_THROTTLE_WINDOW_SECS: &str = "QUANTAID_MFA_THROTTLE_WINDOW_SECS";
 pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
+pub const HEADER_READ_TIMEOUT_MS: &str = "QUANTAID_HEADER_READ_TIMEOUT_MS";
+pub const CSRF_TRUSTED_ORIGINS: &str = "QUANTAID_CSRF_TRUSTED_ORIGINS";
+pub const REAUTH_MAX_AGE_SECS: &str = "QUANTAID_REAUTH_MAX_AGE_SECS";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_SHUTDOWN_GRACE_SECS";
 pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
 pub const REDIS_HOST: &str = "REDIS_HOST";
@@ -142,6 +148,12 @@ pub struct Config {
     pub bootstrap_admin_token: Option<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub issuer: String,
+    /// Web origins whose pages may make cookie-authenticated state changes: the
+    /// issuer's own origin plus any configured ones (`scheme://host[:port]`, lower-case).
+    pub trusted_origins: Vec<String>,
+    /// How recently a session must have presented the password or a TOTP code for a
+    /// sensitive change (TOTP enrolment or removal, email change).
+    pub reauth_max_age: Duration,
     pub session_ttl: Duration,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -150,7 +162,12 @@ pub struct Config {
     pub password_hash_workers: usize,
     pub password_hash_queue: usize,
     pub throttle: ThrottleConfig,
+    /// MFA code attempts, counted across challenges (see `docs/security.md`).
+    pub mfa_throttle: ThrottleConfig,
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request head, counted from when it
+    /// opens or its previous response ends (so it also ends idle connections).
+    pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_level: String,
     /// `redis://` URL of the proxies' cache, for publishing revocations; `None` disables.
@@ -199,13 +216,22 @@ impl Config {
             bail!("{DB_POOL_MIN} ({}) must be <= {DB_POOL_MAX} ({}), and the max above 0", db.pool_min, db.pool_max);
         }
 
+        let issuer = env.get(ISSUER, "http://localhost:8080").trim_end_matches('/').to_string();
+        let mut trusted_origins = vec![origin_of(&issuer).with_context(|| format!("{ISSUER}: {issuer:?} is not an http(s) URL"))?];
+        for raw in env.get(CSRF_TRUSTED_ORIGINS, "").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            trusted_origins.push(origin_of(raw).with_context(|| format!("{CSRF_TRUSTED_ORIGINS}: {raw:?} is not an http(s) origin"))?);
+        }
+
         let config = Config {
-            listen_addr: env.parse(LISTEN_ADDR, "0.0.0.0:8081")?,
+            // Only the proxy in the same pod calls the API: loopback unless told otherwise.
+            listen_addr: env.parse(LISTEN_ADDR, "127.0.0.1:8081")?,
             metrics_addr: env.parse(METRICS_ADDR, "0.0.0.0:9091")?,
             db,
             bootstrap_admin_token: env.raw(BOOTSTRAP_ADMIN_TOKEN),
             trusted_proxies,
-            issuer: env.get(ISSUER, "http://localhost:8080").trim_end_matches('/').to_string(),
+            issuer,
+            trusted_origins,
+            reauth_max_age: env.secs(REAUTH_MAX_AGE_SECS, "300")?,
             session_ttl: env.secs(SESSION_TTL_SECS, "43200")?,
             access_token_ttl: env.secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
             refresh_token_ttl: env.secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
@@ -222,7 +248,13 @@ impl Config {
                 max_failures_per_ip: env.parse(LOGIN_MAX_FAILURES_PER_IP, "50")?,
                 window: env.secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
             },
+            mfa_throttle: ThrottleConfig {
+                max_failures_per_account: env.parse(MFA_MAX_FAILURES_PER_ACCOUNT, "10")?,
+                max_failures_per_ip: env.parse(MFA_MAX_FAILURES_PER_IP, "50")?,
+                window: env.secs(MFA_THROTTLE_WINDOW_SECS, "14400")?,
+            },
             max_body_bytes: env.parse(MAX_BODY_BYTES, "65536")?,
+            header_read_timeout: env.millis(HEADER_READ_TIMEOUT_MS, "10000")?,
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "10")?,
             log_level: env.get(LOG_LEVEL, "info"),
             redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
@@ -237,11 +269,39 @@ impl Config {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.
             bail!("{ARGON2_MEMORY_KIB} must be >= 19456 and {ARGON2_ITERATIONS} >= 2 (OWASP argon2id minimum)");
         }
+        for (t, account, window) in [
+            (&config.throttle, LOGIN_MAX_FAILURES_PER_ACCOUNT, LOGIN_THROTTLE_WINDOW_SECS),
+            (&config.mfa_throttle, MFA_MAX_FAILURES_PER_ACCOUNT, MFA_THROTTLE_WINDOW_SECS),
+        ] {
+            if t.max_failures_per_account < 1 || t.max_failures_per_ip < 1 || t.window.is_zero() {
+                bail!("{account} and its per-IP limit must be at least 1, and {window} above 0");
+            }
+        }
+        if config.header_read_timeout.is_zero() {
+            bail!("{HEADER_READ_TIMEOUT_MS} must be above 0");
+        }
         if config.password_hash_workers == 0 {
             bail!("{PASSWORD_HASH_WORKERS} must be at least 1");
         }
         Ok(config)
     }
+}
+
+/// The web origin of an http(s) URL, as browsers write it in `Origin`: lower-case,
+/// without path and without the scheme's default port.
+pub fn origin_of(url: &str) -> Option<String> {
+    let url = url.trim().to_ascii_lowercase();
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let default_port = match scheme {
+        "http" => ":80",
+        "https" => ":443",
+        _ => return None,
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.strip_suffix(default_port).unwrap_or(authority)))
 }
 
 #[cfg(test)]
@@ -258,11 +318,23 @@ mod tests {
     fn defaults_match_the_readme() {
         let c = config(&[]).unwrap();
         assert_eq!(c.listen_addr.port(), 8081);
+        assert!(c.listen_addr.ip().is_loopback(), "only the pod's own proxy needs the API");
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.metrics_addr.port(), 9091);
         assert_eq!((c.db.pool_min, c.db.pool_max), (10, 100));
         assert_eq!(c.argon2.memory_kib, 19456);
         assert!(c.bootstrap_admin_token.is_none());
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+    }
+
+    /// At the defaults, fewer than 100 MFA codes per account can be tried in any 24 hours:
+    /// windows do not overlap, so at most `day / window + 1` of them meet one day.
+    #[test]
+    fn mfa_defaults_allow_fewer_than_100_guesses_a_day() {
+        let t = config(&[]).unwrap().mfa_throttle;
+        let windows_per_day = 86_400 / t.window.as_secs() + 1;
+        let guesses = windows_per_day * t.max_failures_per_account as u64;
+        assert!(guesses < 100, "{guesses}");
     }
 
     #[test]
@@ -271,6 +343,18 @@ mod tests {
         assert!(err.contains(DB_POOL_MAX), "{err}");
         let err = config(&[(ARGON2_MEMORY_KIB, "4096")]).unwrap_err().to_string();
         assert!(err.contains(ARGON2_MEMORY_KIB), "{err}");
+    }
+
+    #[test]
+    fn origins_are_normalized() {
+        assert_eq!(origin_of("http://localhost:8080").as_deref(), Some("http://localhost:8080"));
+        assert_eq!(origin_of("HTTPS://ID.Example.com:443/base/").as_deref(), Some("https://id.example.com"));
+        for bad in ["localhost:8080", "ftp://x", "https://", "https://u@x"] {
+            assert_eq!(origin_of(bad), None, "{bad}");
+        }
+        let c = config(&[(CSRF_TRUSTED_ORIGINS, "https://app.example, https://b.example:8443")]).unwrap();
+        assert_eq!(c.trusted_origins, ["http://localhost:8080", "https://app.example", "https://b.example:8443"]);
+        assert!(config(&[(CSRF_TRUSTED_ORIGINS, "app.example")]).unwrap_err().to_string().contains(CSRF_TRUSTED_ORIGINS));
     }
 
     #[test]

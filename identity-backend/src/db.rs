@@ -200,6 +200,12 @@ fn map_pg_error(query: &str, e: tokio_postgres::Error) -> ApiError {
                 _ => "the resource already exists",
             })
         }
+        // A NUL in text: the extractors refuse it before any query (`http/extract.rs`);
+        // should one slip through, it is still the client's bad input, not a 500.
+        Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
+            tracing::warn!(query, "text with a NUL character reached the database");
+            ApiError::InvalidRequest("text must not contain NUL characters".into())
+        }
         Some(c) if *c == SqlState::QUERY_CANCELED => {
             tracing::warn!(query, "statement timed out");
             ApiError::unavailable("the database did not answer in time")

@@ -36,7 +36,9 @@ pub async fn run(state: SharedState) {
 
 async fn sweep(state: &SharedState) -> Result<(), crate::error::ApiError> {
     let now = Utc::now();
-    let window = chrono::Duration::from_std(state.config.throttle.window).unwrap_or(chrono::Duration::minutes(15));
+    // The longest throttle window: a counter younger than it may still be in force.
+    let longest = state.config.throttle.window.max(state.config.mfa_throttle.window);
+    let window = chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::days(1));
     let conn = state.db.conn().await?;
     conn.execute(&DELETE_STALE, &[&(now - window)]).await?;
     conn.execute(&DELETE_DEAD_CHALLENGES, &[&now]).await?;

@@ -3,14 +3,17 @@
 pub mod extract;
 pub mod middleware;
 
-use std::net::SocketAddr;
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
+use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::oauth::{clients, introspect, token};
@@ -23,13 +26,14 @@ pub fn api_router(state: SharedState) -> Router {
         .route("/v1/users", post(users::create).get(users::list))
         .route("/v1/users/{id}", get(users::get).patch(users::update).delete(users::delete))
         .route("/v1/users/{id}/password", post(users::change_password))
-        .route("/v1/users/{id}/mfa/totp", post(mfa::enroll))
+        .route("/v1/users/{id}/mfa/totp", post(mfa::enroll).delete(mfa::remove))
         .route("/v1/users/{id}/mfa/totp/confirm", post(mfa::confirm))
         .route("/v1/auth/login", post(sessions::login))
         .route("/v1/auth/mfa/verify", post(sessions::mfa_verify))
         .route("/v1/auth/session", get(sessions::current))
         .route("/v1/auth/logout", post(sessions::logout))
         .route("/v1/auth/logout-all", post(sessions::logout_all))
+        .route("/v1/auth/reauthenticate", post(sessions::reauthenticate))
         .route("/v1/clients", post(clients::create))
         .route("/oauth/token", post(token::token))
         .route("/oauth/introspect", post(introspect::introspect))
@@ -70,13 +74,51 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then drains.
+/// Serves `router` on `listener` until `shutdown` resolves, then drains: each open
+/// connection finishes its in-flight request and closes.
+///
+/// Every connection must deliver a complete request head within `header_timeout` of
+/// opening or of its previous response (hyper's header-read timer, which also runs
+/// while a keep-alive connection waits for its next request, so it is the idle timeout
+/// too). A client that sends nothing, or a header a byte at a time, is disconnected
+/// instead of holding a socket and a task forever. Bodies are bounded by the request
+/// deadline in `middleware.rs`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    header_timeout: Duration,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically out of file descriptors: back off rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -99,10 +99,12 @@ pub async fn run(
         metrics_listener,
         http::metrics_router(state.clone()),
         stopped(stop_rx.clone()),
+        state.config.header_read_timeout,
     ));
     tracing::info!(addr = %api_listener.local_addr()?, "identity backend listening");
     let grace = state.config.shutdown_grace;
-    let api_server = http::serve(api_listener, http::api_router(state.clone()), stopped(stop_rx));
+    let api_server =
+        http::serve(api_listener, http::api_router(state.clone()), stopped(stop_rx), state.config.header_read_timeout);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");

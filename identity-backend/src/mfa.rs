@@ -1,4 +1,7 @@
-//! TOTP enrolment: a user's own session asks for a secret, then proves it with a code.
+//! TOTP: enrolment (a user's own, recently authenticated session asks for a secret,
+//! then proves it with a code), removal, and the one way every TOTP code is checked.
+
+use std::net::IpAddr;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -10,14 +13,17 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::audit::{self, Action};
-use crate::auth::{note_user, Authenticated, Caller};
-use crate::db::Query;
+use crate::auth::{note_user, require_recent_auth, Authenticated, Caller, Session};
+use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, RequestContext};
 use crate::security::totp;
-use crate::SharedState;
+use crate::throttle::{self, LoginKeys};
+use crate::users::caller_label;
+use crate::{revocation, SharedState};
 
 const TOTP_STATE: Query = Query {
     name: "totp_state",
@@ -43,16 +49,107 @@ const TOTP_CONFIRM: Query = Query {
           UPDATE users u SET mfa_enabled = true, updated_at = $3 FROM t WHERE u.id = t.user_id RETURNING u.id",
 };
 
+const TOTP_SECRET: Query = Query {
+    name: "totp_secret",
+    sql: "SELECT t.secret, t.last_used_step FROM user_totp t JOIN users u ON u.id = t.user_id
+          WHERE t.user_id = $1 AND t.confirmed AND NOT u.disabled",
+};
+/// Records the step of a code used outside a login, so it cannot be used again.
+const TOTP_USE_STEP: Query = Query {
+    name: "totp_use_step",
+    sql: "UPDATE user_totp SET last_used_step = $2 WHERE user_id = $1 AND confirmed AND last_used_step < $2 RETURNING user_id",
+};
+const TOTP_REMOVE: Query = Query {
+    name: "totp_remove",
+    sql: "WITH t AS (DELETE FROM user_totp WHERE user_id = $1 RETURNING user_id)
+          UPDATE users u SET mfa_enabled = false, updated_at = $2 FROM t WHERE u.id = t.user_id RETURNING u.id",
+};
+
 /// Only the user's own session may enrol or confirm that user's MFA.
-fn own_session(caller: Caller, raw_id: &str) -> ApiResult<uuid::Uuid> {
+fn own_session(caller: Caller, raw_id: &str) -> ApiResult<(uuid::Uuid, Session)> {
     let id = parse_id(raw_id, "no such user")?;
     match caller {
         Caller::Session(s) if s.user_id == id => {
             note_user(id);
-            Ok(id)
+            Ok((id, s))
         }
         _ => Err(ApiError::Forbidden("only the user's own session may manage its MFA")),
     }
+}
+
+/// A TOTP code being checked for a user: counted against the MFA throttle before the
+/// code is looked at (see `throttle.rs`), then settled with [`TotpAttempt::finish`].
+pub struct TotpAttempt {
+    keys: LoginKeys,
+    user_id: Uuid,
+    pub secret: Vec<u8>,
+    pub last_used_step: i64,
+}
+
+/// Why a code was not checked.
+pub enum TotpRefusal {
+    /// No confirmed TOTP (or the user is disabled): a plain failure.
+    NotEnrolled,
+    Throttled(ApiError),
+}
+
+impl TotpAttempt {
+    /// Counts one attempt for `user_id` from `ip` across every challenge and
+    /// re-authentication; past the budget it is refused (`429`, audited once per
+    /// window, visible to the owner as `mfa.throttled`).
+    pub async fn begin(state: &SharedState, conn: &Conn<'_>, user_id: Uuid, ip: IpAddr) -> ApiResult<Result<Self, TotpRefusal>> {
+        let keys = LoginKeys::mfa(user_id, ip);
+        let now = Utc::now();
+        if let throttle::Attempt::Refused { retry_after_secs, first } =
+            throttle::count_attempt(conn, &state.config.mfa_throttle, &keys, now).await?
+        {
+            if first {
+                let details = json!({"window_secs": state.config.mfa_throttle.window.as_secs()});
+                audit::record(conn, Some(user_id), Action::MfaThrottled, ip, details).await?;
+                tracing::warn!("MFA attempts throttled");
+            }
+            state.metrics.mfa_verifications.with_label_values(&["throttled"]).inc();
+            return Ok(Err(TotpRefusal::Throttled(ApiError::TooManyAttempts { retry_after_secs })));
+        }
+        let Some(row) = conn.query_opt(&TOTP_SECRET, &[&user_id]).await? else {
+            state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
+            return Ok(Err(TotpRefusal::NotEnrolled));
+        };
+        Ok(Ok(TotpAttempt { keys, user_id, secret: row.get(0), last_used_step: row.get(1) }))
+    }
+
+    /// The step `code` matches now, if it is right and not a replay.
+    pub fn matching_step(&self, code: &str) -> Option<i64> {
+        let unix = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        totp::verify(&self.secret, code.trim(), unix, u64::try_from(self.last_used_step).unwrap_or(0)).map(|s| s as i64)
+    }
+
+    /// A wrong code is audited (`mfa.failure`); a right one clears the account's count.
+    pub async fn finish(self, state: &SharedState, conn: &Conn<'_>, ip: IpAddr, ok: bool) -> ApiResult<()> {
+        let result = if ok { "success" } else { "failure" };
+        state.metrics.mfa_verifications.with_label_values(&[result]).inc();
+        if ok {
+            throttle::attempt_succeeded(conn, &self.keys).await
+        } else {
+            audit::record(conn, Some(self.user_id), Action::MfaFailure, ip, json!({"reason": "wrong_code"})).await
+        }
+    }
+}
+
+/// Checks a TOTP code outside a login (re-authentication): throttled, and its step is
+/// used up like a login's. `Ok(false)` for a wrong code.
+pub async fn check_code(state: &SharedState, conn: &Conn<'_>, user_id: Uuid, code: &str, ip: IpAddr) -> ApiResult<bool> {
+    let attempt = match TotpAttempt::begin(state, conn, user_id, ip).await? {
+        Ok(attempt) => attempt,
+        Err(TotpRefusal::Throttled(e)) => return Err(e),
+        Err(TotpRefusal::NotEnrolled) => return Ok(false),
+    };
+    let ok = match attempt.matching_step(code) {
+        Some(step) => conn.query_opt(&TOTP_USE_STEP, &[&user_id, &step]).await?.is_some(),
+        None => false,
+    };
+    attempt.finish(state, conn, ip, ok).await?;
+    Ok(ok)
 }
 
 /// `POST /v1/users/{id}/mfa/totp`: a new (pending) TOTP secret.
@@ -61,7 +158,8 @@ pub async fn enroll(
     Authenticated(caller): Authenticated,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let user_id = own_session(caller, &id)?;
+    let (user_id, session) = own_session(caller, &id)?;
+    require_recent_auth(&state, &session)?;
     let conn = state.db.conn().await?;
     let row = conn.query_opt(&TOTP_STATE, &[&user_id]).await?.ok_or(ApiError::NotFound("no such user"))?;
     let username: String = row.get(0);
@@ -94,7 +192,7 @@ pub async fn confirm(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Confirm>,
 ) -> ApiResult<StatusCode> {
-    let user_id = own_session(caller, &id)?;
+    let (user_id, _) = own_session(caller, &id)?;
     let conn = state.db.conn().await?;
     let row = conn
         .query_opt(&TOTP_PENDING_SECRET, &[&user_id])
@@ -114,5 +212,31 @@ pub async fn confirm(
     }
     state.metrics.mfa_verifications.with_label_values(&["success"]).inc();
     audit::record(&conn, Some(user_id), Action::MfaEnrolled, ctx.client_ip, json!({"method": "totp"})).await?;
+    revocation::user_changed(&state, &conn, user_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /v1/users/{id}/mfa/totp`: the user's own, recently authenticated session,
+/// or an admin (account recovery). Removes a confirmed or pending enrolment.
+pub async fn remove(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user_id = parse_id(&id, "no such user")?;
+    match &caller {
+        c if c.is_admin() => {}
+        Caller::Session(s) if s.user_id == user_id => require_recent_auth(&state, s)?,
+        _ => return Err(ApiError::Forbidden("only the user's own session or an admin may remove its MFA")),
+    }
+    note_user(user_id);
+    let conn = state.db.conn().await?;
+    if conn.query_opt(&TOTP_REMOVE, &[&user_id, &Utc::now()]).await?.is_none() {
+        return Err(ApiError::NotFound("no TOTP enrolment for this user"));
+    }
+    revocation::user_changed(&state, &conn, user_id).await?;
+    let details = json!({"method": "totp", "by": caller_label(&caller)});
+    audit::record(&conn, Some(user_id), Action::MfaRemoved, ctx.client_ip, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }

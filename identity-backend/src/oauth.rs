@@ -78,7 +78,8 @@ pub async fn authenticate_client(conn: &Conn<'_>, headers: &HeaderMap, form: &Fo
         (None, Some(secret)) => (form.require("client_id")?.to_string(), secret.to_string()),
         (None, None) => return Err(ApiError::InvalidClient("client authentication is required")),
     };
-    if client_id.is_empty() || tokens::parse_kind(&secret, tokens::TokenKind::ClientSecret).is_none() {
+    // A NUL (e.g. a Basic id `a%00b`) cannot name a client, and must not reach SQL.
+    if client_id.is_empty() || client_id.contains('\0') || tokens::parse_kind(&secret, tokens::TokenKind::ClientSecret).is_none() {
         return Err(ApiError::InvalidClient("client authentication failed"));
     }
     let row = conn.query_opt(&CLIENT_BY_ID, &[&client_id]).await?;

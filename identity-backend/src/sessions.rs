@@ -17,9 +17,9 @@ use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{presented_credential, JsonBody, OptionalJsonBody, RequestContext};
 use crate::security::token::{self, new_id, TokenKind};
-use crate::security::totp;
+use crate::mfa::{TotpAttempt, TotpRefusal};
 use crate::throttle::{self, LoginKeys};
-use crate::{revocation, users, SharedState};
+use crate::{mfa, revocation, users, SharedState};
 
 pub const USER_BY_USERNAME: Query = Query {
     name: "user_by_username",
@@ -34,19 +34,14 @@ const INSERT_MFA_CHALLENGE: Query = Query {
     name: "mfa_challenge_insert",
     sql: "INSERT INTO mfa_challenges (token_digest, user_id, expires_at) VALUES ($1, $2, $3)",
 };
-/// The challenge's user and TOTP state, if the challenge is live and not burnt out.
-const MFA_CHALLENGE: Query = Query {
-    name: "mfa_challenge_lookup",
-    sql: "SELECT c.user_id, t.secret, t.last_used_step
-          FROM mfa_challenges c
-          JOIN users u ON u.id = c.user_id
-          JOIN user_totp t ON t.user_id = c.user_id AND t.confirmed
-          WHERE c.token_digest = $1 AND c.used_at IS NULL AND c.expires_at > $2 AND c.failures < $3
-            AND NOT u.disabled",
-};
-const MFA_CHALLENGE_FAILED: Query = Query {
-    name: "mfa_challenge_failed",
-    sql: "UPDATE mfa_challenges SET failures = failures + 1 WHERE token_digest = $1",
+/// Counts one attempt on a live challenge before its code is checked, in one statement,
+/// so concurrent attempts cannot all read the same count (`failures` counts attempts:
+/// the one that succeeds is the last). No row: unknown, used, expired or burnt out.
+const MFA_CHALLENGE_ATTEMPT: Query = Query {
+    name: "mfa_challenge_attempt",
+    sql: "UPDATE mfa_challenges SET failures = failures + 1
+          WHERE token_digest = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3
+          RETURNING user_id",
 };
 /// Consumes the challenge and the TOTP step together: a replayed code or a reused
 /// challenge matches no row.
@@ -58,7 +53,7 @@ const MFA_CONSUME: Query = Query {
           WHERE t.user_id = c.user_id AND t.last_used_step < $2 RETURNING t.user_id",
 };
 
-/// Wrong codes allowed on one MFA challenge before it is void.
+/// Codes that may be tried on one MFA challenge before it is void.
 pub const MFA_MAX_FAILURES: i32 = 5;
 
 #[derive(Clone, Copy, Debug)]
@@ -194,30 +189,81 @@ pub async fn mfa_verify(
     let digest = token::digest(&body.mfa_token);
     let now = Utc::now();
     let conn = state.db.conn().await?;
-    let Some(row) = conn.query_opt(&MFA_CHALLENGE, &[&digest, &now, &MFA_MAX_FAILURES]).await? else {
+    let Some(row) = conn.query_opt(&MFA_CHALLENGE_ATTEMPT, &[&digest, &now, &MFA_MAX_FAILURES]).await? else {
         state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
         return Err(failure());
     };
-    let (user_id, secret, last_used_step): (Uuid, Vec<u8>, i64) = (row.get(0), row.get(1), row.get(2));
+    let user_id: Uuid = row.get(0);
     note_user(user_id);
-    let unix = u64::try_from(now.timestamp()).unwrap_or(0);
-    let step = totp::verify(&secret, body.code.trim(), unix, u64::try_from(last_used_step).unwrap_or(0));
-    let consumed = match step {
-        Some(step) => conn.query_opt(&MFA_CONSUME, &[&digest, &(step as i64), &now]).await?.is_some(),
+    // Across challenges: a new login buys a new challenge, never new guesses.
+    let attempt = match TotpAttempt::begin(&state, &conn, user_id, ctx.client_ip).await? {
+        Ok(attempt) => attempt,
+        Err(TotpRefusal::Throttled(e)) => return Err(e),
+        Err(TotpRefusal::NotEnrolled) => return Err(failure()),
+    };
+    let consumed = match attempt.matching_step(&body.code) {
+        Some(step) => conn.query_opt(&MFA_CONSUME, &[&digest, &step, &now]).await?.is_some(),
         None => false,
     };
+    attempt.finish(&state, &conn, ctx.client_ip, consumed).await?;
     if !consumed {
-        conn.execute(&MFA_CHALLENGE_FAILED, &[&digest]).await?;
-        audit::record(&conn, Some(user_id), Action::MfaFailure, ctx.client_ip, json!({})).await?;
-        state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
         return Err(failure());
     }
     let (session_token, expires_at) = start_session(&state, &conn, user_id, true, ctx.client_ip).await?;
     audit::record(&conn, Some(user_id), Action::MfaSuccess, ctx.client_ip, json!({})).await?;
     audit::record(&conn, Some(user_id), Action::LoginSuccess, ctx.client_ip, json!({"mfa": true})).await?;
-    state.metrics.mfa_verifications.with_label_values(&["success"]).inc();
     state.metrics.logins.with_label_values(&["success"]).inc();
     Ok(session_response(session_token, user_id, expires_at))
+}
+
+const USERNAME_OF: Query = Query { name: "username_of", sql: "SELECT username FROM users WHERE id = $1" };
+const SESSION_REAUTHENTICATED: Query = Query {
+    name: "session_reauthenticated",
+    sql: "UPDATE sessions SET authenticated_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reauthenticate {
+    password: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /v1/auth/reauthenticate` with `{"password"}` or `{"code"}` (TOTP): the calling
+/// session proves its user is present, which sensitive changes require within the last
+/// `QUANTAID_REAUTH_MAX_AGE_SECS`. Passwords are throttled like logins, codes like MFA.
+pub async fn reauthenticate(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    Authenticated(caller): Authenticated,
+    JsonBody(body): JsonBody<Reauthenticate>,
+) -> ApiResult<StatusCode> {
+    let Caller::Session(session) = caller else {
+        return Err(ApiError::Unauthorized("a session token is required"));
+    };
+    note_user(session.user_id);
+    let method = match (body.password, body.code) {
+        (Some(password), None) => {
+            let conn = state.db.conn().await?;
+            let row = conn.query_opt(&USERNAME_OF, &[&session.user_id]).await?;
+            drop(conn); // never hold a connection while hashing
+            let username: String = row.ok_or(ApiError::Unauthorized("invalid or expired session"))?.get(0);
+            verify_password(&state, &username, password, ctx.client_ip).await?;
+            "password"
+        }
+        (None, Some(code)) => {
+            let conn = state.db.conn().await?;
+            if !mfa::check_code(&state, &conn, session.user_id, &code, ctx.client_ip).await? {
+                return Err(ApiError::Unauthorized("invalid TOTP code"));
+            }
+            "totp"
+        }
+        _ => return Err(ApiError::InvalidRequest("give exactly one of password and code".into())),
+    };
+    let conn = state.db.conn().await?;
+    conn.execute(&SESSION_REAUTHENTICATED, &[&session.id, &Utc::now()]).await?;
+    audit::record(&conn, Some(session.user_id), Action::Reauthenticated, ctx.client_ip, json!({"method": method})).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/auth/session`: the session named by the bearer token or cookie.

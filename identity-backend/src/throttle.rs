@@ -1,11 +1,15 @@
-//! Brute-force throttling of password logins, per account and per client IP.
+//! Brute-force throttling of password logins and of MFA codes, per account and per
+//! client IP.
 //!
 //! Counters live in Postgres so every replica sees the same count: an attacker cannot
-//! multiply their budget by spreading attempts over pods. Only failures are counted.
+//! multiply their budget by spreading attempts over pods. Password logins count their
+//! failures; MFA codes count every attempt before the code is checked (so concurrent
+//! guesses cannot all slip past one read of the counter) and give a success back.
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
 
 use crate::config::ThrottleConfig;
 use crate::db::{Conn, Query};
@@ -19,6 +23,12 @@ pub struct LoginKeys {
 impl LoginKeys {
     pub fn new(username: &str, ip: IpAddr) -> Self {
         LoginKeys { account: format!("account:{username}"), ip: format!("ip:{ip}") }
+    }
+
+    /// MFA counters: kept apart from the password ones, so a right password (which
+    /// clears the password counter) does not clear them.
+    pub fn mfa(user_id: Uuid, ip: IpAddr) -> Self {
+        LoginKeys { account: format!("mfa:user:{user_id}"), ip: format!("mfa:ip:{ip}") }
     }
 }
 
@@ -34,7 +44,14 @@ const RECORD_FAILURE: Query = Query {
           ON CONFLICT (key) DO UPDATE SET
             failures = CASE WHEN login_throttle.window_started_at <= $3 THEN 1 ELSE login_throttle.failures + 1 END,
             window_started_at = CASE WHEN login_throttle.window_started_at <= $3 THEN $2
-                                     ELSE login_throttle.window_started_at END",
+                                     ELSE login_throttle.window_started_at END
+          RETURNING key, failures, window_started_at",
+};
+
+/// Gives one counted attempt back (an MFA code that turned out right).
+const REFUND: Query = Query {
+    name: "throttle_refund",
+    sql: "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
 };
 
 const CLEAR: Query = Query { name: "throttle_clear", sql: "DELETE FROM login_throttle WHERE key = $1" };
@@ -65,6 +82,46 @@ pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now:
 pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<()> {
     let window = Duration::from_std(cfg.window).unwrap_or(Duration::minutes(15));
     conn.execute(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
+    Ok(())
+}
+
+/// An attempt counted before it is checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Allowed,
+    /// Over a limit: `first` is true for the attempt that crossed it (audit it once).
+    Refused { retry_after_secs: u64, first: bool },
+}
+
+/// Counts one attempt on both keys atomically (each counter is read and written by one
+/// statement), then says whether it stays within the limits.
+pub async fn count_attempt(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<Attempt> {
+    let window = Duration::from_std(cfg.window).unwrap_or(Duration::hours(4));
+    let rows = conn.query(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
+    let mut outcome = Attempt::Allowed;
+    for row in rows {
+        let key: &str = row.get(0);
+        let count: i32 = row.get(1);
+        let started: DateTime<Utc> = row.get(2);
+        let limit = if key == keys.account { cfg.max_failures_per_account } else { cfg.max_failures_per_ip };
+        if count > limit {
+            let retry = (started + window - now).num_seconds().max(1) as u64;
+            outcome = match outcome {
+                Attempt::Allowed => Attempt::Refused { retry_after_secs: retry, first: count == limit + 1 },
+                Attempt::Refused { retry_after_secs, first } => {
+                    Attempt::Refused { retry_after_secs: retry_after_secs.max(retry), first: first || count == limit + 1 }
+                }
+            };
+        }
+    }
+    Ok(outcome)
+}
+
+/// After a right MFA code: the account's counter is cleared, and the attempt is given
+/// back to the IP (so many users behind one address do not use up its budget).
+pub async fn attempt_succeeded(conn: &Conn<'_>, keys: &LoginKeys) -> ApiResult<()> {
+    conn.execute(&CLEAR, &[&keys.account]).await?;
+    conn.execute(&REFUND, &[&keys.ip]).await?;
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::audit::{self, decode_cursor, encode_cursor, Action};
-use crate::auth::{note_user, Admin, Authenticated, Caller, USERS_READ_SCOPE};
+use crate::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller, USERS_READ_SCOPE};
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, QueryParams, RequestContext};
@@ -168,15 +168,23 @@ pub struct UpdateUser {
     disabled: Option<bool>,
 }
 
-/// `PATCH /v1/users/{id}` (admin). Disabling revokes every session and token.
+/// `PATCH /v1/users/{id}`: admin; or the user's own, recently authenticated session,
+/// for its email only. Disabling revokes every session and token.
 pub async fn update(
     State(state): State<SharedState>,
     ctx: RequestContext,
-    Admin(caller): Admin,
+    Authenticated(caller): Authenticated,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateUser>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "no such user")?;
+    match &caller {
+        c if c.is_admin() => {}
+        Caller::Session(s) if s.user_id == id && body.disabled.is_none() && body.email.is_some() => {
+            require_recent_auth(&state, s)?
+        }
+        _ => return Err(ApiError::Forbidden("admin rights are required (a user's own session may change only its email)")),
+    }
     let email = body.email.as_deref().map(normalize_email).transpose()?;
     let now = Utc::now();
     let conn = state.db.conn().await?;

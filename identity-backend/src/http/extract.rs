@@ -1,7 +1,11 @@
 //! Request extractors that turn every kind of bad input into a 4xx JSON error:
 //! wrong content type (415), oversize body (413), bad UTF-8, malformed JSON, unknown
-//! fields and bad query strings (400). Axum's own rejections answer in plain text, so
-//! they are not used.
+//! fields, bad query strings and NUL characters (400). Axum's own rejections answer in
+//! plain text, so they are not used.
+//!
+//! Every text a client sends in a body or query string passes through here, so this is
+//! the one place that refuses NUL: PostgreSQL cannot store it in `text`, and a NUL that
+//! reached a query would be a 500.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -54,6 +58,34 @@ async fn read_text(body: Body, limit: usize) -> Result<String, ApiError> {
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::InvalidRequest("request body is not valid UTF-8".into()))
 }
 
+/// `400 invalid_request` if `text` holds a NUL character.
+pub fn reject_nul(text: &str, what: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        return Err(ApiError::InvalidRequest(format!("{what} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
+/// Parses JSON into `T`, refusing a NUL anywhere in a string or key. The NUL arrives
+/// as a `\u0000` escape, so it is looked for after decoding, in the parsed value.
+fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    fn check(v: &serde_json::Value) -> Result<(), ApiError> {
+        match v {
+            serde_json::Value::String(s) => reject_nul(s, "JSON strings"),
+            serde_json::Value::Array(items) => items.iter().try_for_each(check),
+            serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+                reject_nul(k, "JSON keys")?;
+                check(v)
+            }),
+            _ => Ok(()),
+        }
+    }
+    let invalid = |e: serde_json::Error| ApiError::InvalidRequest(format!("invalid JSON body: {e}"));
+    let value: serde_json::Value = serde_json::from_str(text).map_err(invalid)?;
+    check(&value)?;
+    T::deserialize(value).map_err(invalid)
+}
+
 /// A JSON body deserialized into `T` (whose fields should `deny_unknown_fields`).
 pub struct JsonBody<T>(pub T);
 
@@ -64,9 +96,7 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for JsonBody<T> {
             return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()));
         }
         let text = read_text(req.into_body(), state.config.max_body_bytes).await?;
-        serde_json::from_str(&text)
-            .map(JsonBody)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+        parse_json(&text).map(JsonBody)
     }
 }
 
@@ -85,9 +115,7 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for OptionalJsonBody<T> {
         if !has_type || !content_type_is(&parts.headers, "application/json") {
             return Err(ApiError::UnsupportedMediaType("Content-Type must be application/json".into()));
         }
-        serde_json::from_str(&text)
-            .map(|v| OptionalJsonBody(Some(v)))
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+        parse_json(&text).map(|v| OptionalJsonBody(Some(v)))
     }
 }
 
@@ -119,6 +147,8 @@ impl FromRequest<SharedState> for FormBody {
             .map_err(|_| ApiError::InvalidRequest("malformed form body".into()))?;
         let mut params = HashMap::new();
         for (k, v) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
+            reject_nul(&k, "form parameters")?;
+            reject_nul(&v, "form parameters")?;
             if params.contains_key(&k) {
                 return Err(ApiError::InvalidRequest(format!("parameter {k} is repeated")));
             }
@@ -134,9 +164,11 @@ pub struct QueryParams<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
-            .map(QueryParams)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid query string: {e}")))
+        let invalid = |e: serde_urlencoded::de::Error| ApiError::InvalidRequest(format!("invalid query string: {e}"));
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).map_err(invalid)?;
+        pairs.iter().try_for_each(|(k, v)| reject_nul(k, "query parameters").and(reject_nul(v, "query parameters")))?;
+        serde_urlencoded::from_str(query).map(QueryParams).map_err(invalid)
     }
 }
 
@@ -164,6 +196,39 @@ pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether the credential [`presented_credential`] finds is the session cookie (the
+/// browser attaches it to any site's request; a header it does not).
+pub fn credential_is_cookie(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::AUTHORIZATION) && presented_credential(headers).is_some()
+}
+
+/// The cross-site request forgery defence: a state-changing request authenticated by
+/// the cookie alone must come from a page of a trusted origin. `Origin`, when sent,
+/// must be one of `trusted_origins` (`null` never is); without it, `Sec-Fetch-Site`,
+/// when sent, must be `same-origin` or `none` (typed by the user). A request with
+/// neither did not come from a current browser (they send `Origin` on every cross-origin
+/// POST) and is accepted. Safe methods change nothing and are not checked. The cookie's
+/// own `SameSite=Lax` attribute is the first line (docs/security.md).
+pub fn check_same_origin(method: &axum::http::Method, headers: &HeaderMap, trusted_origins: &[String]) -> Result<(), ApiError> {
+    if method.is_safe() || !credential_is_cookie(headers) {
+        return Ok(());
+    }
+    let refused = || ApiError::Forbidden("cross-site request refused: a cookie-authenticated change must come from a trusted origin");
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim).unwrap_or(""));
+    match (text("origin"), text("sec-fetch-site")) {
+        (Some(origin), _) => {
+            let origin = origin.to_ascii_lowercase();
+            if trusted_origins.iter().any(|t| *t == origin) {
+                Ok(())
+            } else {
+                Err(refused())
+            }
+        }
+        (None, Some(site)) if !matches!(site, "same-origin" | "none") => Err(refused()),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +250,23 @@ mod tests {
         assert_eq!(presented_credential(&headers(&[("cookie", "a=1; quantaid_session=xyz")])), Some("xyz"));
         assert_eq!(presented_credential(&headers(&[("cookie", "quantaid_session=")])), None);
         assert_eq!(presented_credential(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn cookie_changes_need_a_trusted_origin() {
+        use axum::http::Method;
+        let trusted = vec!["https://id.example".to_string()];
+        let cookie = ("cookie", "quantaid_session=qst_x");
+        let check = |m: Method, h: &[(&str, &str)]| check_same_origin(&m, &headers(h), &trusted).is_ok();
+        assert!(!check(Method::POST, &[cookie, ("origin", "https://evil.example")]));
+        assert!(!check(Method::DELETE, &[cookie, ("origin", "null")]));
+        assert!(!check(Method::PATCH, &[cookie, ("sec-fetch-site", "cross-site")]));
+        assert!(!check(Method::POST, &[cookie, ("sec-fetch-site", "same-site")]));
+        assert!(check(Method::POST, &[cookie, ("origin", "HTTPS://ID.EXAMPLE")]));
+        assert!(check(Method::POST, &[cookie, ("sec-fetch-site", "same-origin")]));
+        assert!(check(Method::POST, &[cookie]));
+        assert!(check(Method::GET, &[cookie, ("origin", "https://evil.example")]));
+        assert!(check(Method::POST, &[cookie, ("authorization", "Bearer qst_y"), ("origin", "https://evil.example")]));
+        assert!(check(Method::POST, &[("origin", "https://evil.example")]));
     }
 }

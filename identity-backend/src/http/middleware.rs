@@ -19,24 +19,45 @@ use crate::SharedState;
 /// ends as a 503 rather than holding its connection forever.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
-/// untrusted hop in `X-Forwarded-For` (read right to left, since only the entries our
-/// own proxies appended can be believed).
+/// The client's address: the peer, or, when the peer is a trusted proxy, the hop that
+/// handed the request to the outermost trusted proxy. `X-Forwarded-For` is read right
+/// to left (only entries our own proxies appended can be believed) and the walk stops
+/// at the first hop that is not trusted (that is the client) or cannot be parsed (its
+/// sender is unknown, so the nearest trusted address found so far is used). Entries
+/// left of the stop are whatever the client chose to send and are never looked at.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let peer = canonical(peer);
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(peer) {
-        return peer;
+    let mut nearest = canonical(peer);
+    if !is_trusted(nearest) {
+        return nearest;
     }
-    let hops: Vec<IpAddr> = headers
+    // Several header lines form one list, in order; a line that is not text is one
+    // unparsable hop.
+    let hops: Vec<Option<IpAddr>> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().parse::<IpAddr>().map(canonical))
-        .collect::<Result<_, _>>()
-        .unwrap_or_default();
-    hops.into_iter().rev().find(|ip| !is_trusted(*ip)).unwrap_or(peer)
+        .flat_map(|v| match v.to_str() {
+            Ok(text) => text.split(',').map(parse_hop).collect(),
+            Err(_) => vec![None],
+        })
+        .collect();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop else { break };
+        if !is_trusted(ip) {
+            return ip;
+        }
+        nearest = ip;
+    }
+    nearest
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:80`,
+/// `[2001:db8::1]:443`), as some proxies write it.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let bare = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).unwrap_or(entry);
+    let ip = bare.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(canonical(ip))
 }
 
 pub async fn observe(
@@ -99,8 +120,17 @@ mod tests {
         assert_eq!(client_ip(ip("203.0.113.9"), &xff("1.2.3.4"), &trusted), ip("203.0.113.9"));
         // Trusted peer: the nearest untrusted hop wins, not a spoofed leftmost entry.
         assert_eq!(client_ip(ip("127.0.0.1"), &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted), ip("198.51.100.7"));
-        // Garbage in the header: fall back to the peer.
+        // Garbage in the header: fall back to the nearest trusted hop.
         assert_eq!(client_ip(ip("127.0.0.1"), &xff("not-an-ip"), &trusted), ip("127.0.0.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("1.1.1.1, junk, 10.2.2.2"), &trusted), ip("10.2.2.2"));
+        // Garbage left of the client is never looked at.
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("junk, , unknown, 198.51.100.7"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("198.51.100.7:4711"), &trusted), ip("198.51.100.7"));
+        assert_eq!(client_ip(ip("127.0.0.1"), &xff("[2001:db8::1]"), &trusted), ip("2001:db8::1"));
+        // Several header lines are one list.
+        let mut two = xff("6.6.6.6");
+        two.append("x-forwarded-for", "198.51.100.8".parse().unwrap());
+        assert_eq!(client_ip(ip("127.0.0.1"), &two, &trusted), ip("198.51.100.8"));
         assert_eq!(client_ip(ip("::ffff:127.0.0.1"), &HeaderMap::new(), &trusted), ip("127.0.0.1"));
     }
 }

@@ -135,3 +135,56 @@ async fn every_issuance_is_audited_once_with_its_grant() {
         ]
     );
 }
+
+/// The account's owner can read the entries about its own account (failed logins, MFA
+/// guesses), and nobody else's.
+#[tokio::test]
+async fn users_read_their_own_audit_entries_only() {
+    let app = TestApp::start().await;
+    let alice = app.create_user("alice").await;
+    let bob = app.create_user("bob").await;
+    app.post_json("/v1/auth/login", None, json!({"username": "alice", "password": "wrong password"})).await;
+    let session = app.login("alice", PASSWORD).await;
+    let (status, page) = json_of(app.get(&format!("/v1/audit-logs?user_id={alice}&action=login.failure"), Some(&session)).await).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(actions(&page), ["login.failure"]);
+    let r = app.get(&format!("/v1/audit-logs?user_id={bob}"), Some(&session)).await;
+    assert_eq!(error_of(r, StatusCode::FORBIDDEN).await, "forbidden");
+}
+
+/// `X-Forwarded-For` is read right to left and stops at the first hop that is not a
+/// trusted proxy (the client) or cannot be parsed. One bad entry used to throw the
+/// whole header away, so the client's failures landed in the proxy's own bucket.
+#[tokio::test]
+async fn forwarded_for_stops_at_the_first_untrusted_or_unparsable_hop() {
+    let app = TestApp::with(&[(config::LOGIN_MAX_FAILURES_PER_IP, "4")]).await;
+    let id = app.create_user("alice").await;
+    let cases = [
+        ("garbage, 203.0.113.5", "203.0.113.5"),
+        ("unknown, 203.0.113.6", "203.0.113.6"),
+        (", 203.0.113.7", "203.0.113.7"),
+        ("1.2.3.4:4711, 203.0.113.8", "203.0.113.8"),
+        ("6.6.6.6, 203.0.113.9, 127.0.0.1", "203.0.113.9"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+    ];
+    for (xff, expected) in cases {
+        let r = app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", xff)
+            .json(&json!({"username": "alice", "password": "wrong password"})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{xff}");
+        let page = audit(&app, &format!("user_id={id}&action=login.failure&limit=1")).await;
+        assert_eq!(page["items"][0]["ip_address"], expected, "{xff}");
+        // Clear the account's counter, so only the per-IP counters are exercised.
+        app.login("alice", PASSWORD).await;
+    }
+    // An unparsable hop right of any untrusted one: the nearest known address (the
+    // trusted proxy) is all that can be said.
+    let r = app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", "203.0.113.5, garbage")
+        .json(&json!({"username": "alice", "password": "wrong password"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let page = audit(&app, &format!("user_id={id}&action=login.failure&limit=1")).await;
+    assert_eq!(page["items"][0]["ip_address"], "127.0.0.1");
+    // Six clients' failures were not pooled into the proxy's address: loopback has one
+    // failure, under its limit of four.
+    app.create_user("bob").await;
+    app.login("bob", PASSWORD).await;
+}

@@ -124,6 +124,57 @@ async fn unknown_routes_methods_and_ids() {
     let long = "x".repeat(10_000);
     let r = app.post_json("/v1/auth/login", None, json!({"username": long, "password": long})).await;
     assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "invalid_credentials");
-    let r = app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": "qmt_x", "code": "\u{0}"})).await;
+    let r = app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": "qmt_x", "code": "123"})).await;
     assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "unauthorized");
+    // A NUL is refused before anything else looks at the body (see nul_bytes_are_refused_before_sql).
+    let r = app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": "qmt_x", "code": "\u{0}"})).await;
+    assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request");
+}
+
+/// PostgreSQL refuses NUL in text, so a NUL that reached SQL used to be a 500 (some of
+/// them without authentication). Every text input is checked before any query: the
+/// answer is `400 invalid_request`, or the endpoint's own error.
+#[tokio::test]
+async fn nul_bytes_are_refused_before_sql() {
+    use quantaid_backend::security::token::{generate, TokenKind};
+    let app = TestApp::start().await;
+    app.create_user("alice").await;
+    let client = app.create_client(&["client_credentials", "password"], &["read"]).await;
+    // Checksum-valid but unknown: gets past the format check to the client lookup.
+    let forged = generate(TokenKind::ClientSecret, chrono::Utc::now());
+    let nul = "a\u{0}b";
+
+    // JSON bodies (the NUL arrives as a \u0000 escape).
+    let json_cases = [
+        ("/v1/auth/login", None, json!({"username": nul, "password": "x"})),
+        ("/v1/auth/login", None, json!({"username": "alice", "password": nul})),
+        ("/v1/auth/mfa/verify", None, json!({"mfa_token": nul, "code": "123456"})),
+        ("/v1/users", Some(ADMIN_TOKEN), json!({"username": nul, "email": "x@example.com", "password": PASSWORD})),
+        ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": nul, "grant_types": ["client_credentials"]})),
+        ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": "n", "grant_types": ["client_credentials"], "redirect_uris": [format!("https://x/{nul}")]})),
+        ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": "n", "grant_types": ["client_credentials"], "scopes": [nul]})),
+    ];
+    for (path, bearer, body) in json_cases {
+        let r = app.post_json(path, bearer, body.clone()).await;
+        assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request", "{path} {body}");
+    }
+
+    // Form bodies: client_id in the body, with a forged secret, and the password grant.
+    for path in ["/oauth/token", "/oauth/introspect", "/oauth/revoke"] {
+        let form = [("grant_type", "client_credentials"), ("token", "x"), ("client_id", nul), ("client_secret", forged.as_str())];
+        let r = app.post_form(path, None, &form).await;
+        assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request", "{path} client_id");
+        // Basic client id `a%00b` (RFC 6749 form-encodes it inside Basic).
+        let r = app.post_form(path, Some(("a%00b", &forged)), &[("grant_type", "client_credentials"), ("token", "x")]).await;
+        assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "invalid_client", "{path} Basic");
+    }
+    let grant = [("grant_type", "password"), ("username", nul), ("password", "x")];
+    let r = app.post_form("/oauth/token", Some((&client.0, &client.1)), &grant).await;
+    assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request", "password grant username");
+
+    // Query strings.
+    for q in ["action=%00", "action=login%00", "cursor=%00"] {
+        let r = app.get(&format!("/v1/audit-logs?{q}"), Some(ADMIN_TOKEN)).await;
+        assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request", "{q}");
+    }
 }

@@ -155,3 +155,52 @@ async fn other_credentials_are_not_sessions() {
     let r = app.request(reqwest::Method::POST, "/v1/auth/logout", Some(access)).send().await.unwrap();
     assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "unauthorized");
 }
+
+/// A cookie is sent by the browser whatever page made the request, so a call
+/// authenticated by the session cookie alone must come from a trusted origin. Before,
+/// any site could log a user out everywhere with an empty cross-site form post.
+#[tokio::test]
+async fn cookie_authenticated_calls_from_other_sites_are_refused() {
+    let app = TestApp::with(&[(config::CSRF_TRUSTED_ORIGINS, "https://app.example")]).await;
+    app.create_user("alice").await;
+    let session = app.login("alice", PASSWORD).await;
+    let cookie = format!("quantaid_session={session}");
+    let post = |path: &str| app.http.post(app.url(path)).header("cookie", &cookie);
+
+    let cross_site = [
+        post("/v1/auth/logout-all").header("origin", "https://evil.example").header("content-type", "text/plain"),
+        post("/v1/auth/logout-all").header("origin", "https://evil.example").header("content-type", "application/x-www-form-urlencoded"),
+        post("/v1/auth/logout-all").header("origin", "null"),
+        post("/v1/auth/logout-all").header("sec-fetch-site", "cross-site"),
+        post("/v1/auth/logout-all").header("sec-fetch-site", "same-site"),
+        post("/v1/auth/logout").header("origin", "https://evil.example"),
+    ];
+    for request in cross_site {
+        let r = request.send().await.unwrap();
+        assert_eq!(error_of(r, StatusCode::FORBIDDEN).await, "forbidden");
+    }
+    // Nothing happened: the session is alive.
+    assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::OK);
+    // Reads with the cookie are not state changes and stay allowed from anywhere.
+    let r = app.http.get(app.url("/v1/auth/session")).header("cookie", &cookie).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A bearer header cannot be attached by another site's form, so it is not checked.
+    let other = app.login("alice", PASSWORD).await;
+    let r = app.http.post(app.url("/v1/auth/logout")).bearer_auth(&other).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // The configured origin, the issuer's own origin, and non-browser clients (no
+    // Origin, no Sec-Fetch-Site) are accepted.
+    let r = post("/v1/auth/logout").header("origin", "https://app.example").header("sec-fetch-site", "same-site").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    for (name, value) in [("origin", "http://localhost:8080"), ("sec-fetch-site", "same-origin"), ("x-no-browser", "1")] {
+        let session = app.login("alice", PASSWORD).await;
+        let r = app.http.post(app.url("/v1/auth/logout")).header("cookie", format!("quantaid_session={session}"))
+            .header(name, value).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // QuantaID never sets the cookie itself (docs/security.md says who must, and how).
+    let r = app.post_json("/v1/auth/login", None, serde_json::json!({"username": "alice", "password": PASSWORD})).await;
+    assert!(r.headers().get("set-cookie").is_none());
+}
