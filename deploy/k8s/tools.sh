@@ -24,13 +24,13 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 GO="nice -n 10 go"
 log() { printf '[tools] %s\n' "$*" >&2; }
 
-# go_tool NAME MODULE/PKG VERSION: go install into the cache, keyed by version.
+# go_tool NAME MODULE/PKG VERSION [LDFLAGS]: go install into the cache, keyed by version and flags.
 go_tool() {
-  local name=$1 pkg=$2 version=$3 stamp="$GOBIN_DIR/.$1.version"
-  if [[ -x "$GOBIN_DIR/$name" && "$(cat "$stamp" 2>/dev/null)" == "$version" ]]; then return; fi
+  local name=$1 pkg=$2 version=$3 ldflags=${4:-} stamp="$GOBIN_DIR/.$1.version"
+  if [[ -x "$GOBIN_DIR/$name" && "$(cat "$stamp" 2>/dev/null)" == "$version $ldflags" ]]; then return; fi
   log "building $name $version (go install $pkg@$version)"
-  GOBIN="$GOBIN_DIR" $GO install "$pkg@$version"
-  echo "$version" >"$stamp"
+  GOBIN="$GOBIN_DIR" $GO install -ldflags "$ldflags" "$pkg@$version"
+  echo "$version $ldflags" >"$stamp"
 }
 
 # main_module_build NAME MODULE VERSION OUTDIR PKG...: for modules whose go.mod uses replace
@@ -50,13 +50,20 @@ main_module_build() {
   rm -rf "$work"
 }
 
-helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
+# Helm's release builds stamp its version and the Kubernetes version `helm template` assumes
+# (its client-go minor + 1.x: 1.36 for v3.21); `go install` alone would leave v1.20.
+helm_ldflags() { # helm_ldflags MODULE VERSION K8S_MINOR
+  local m=$1 f="-X $1/internal/version.version=$2"
+  for p in pkg/lint/rules pkg/chartutil; do f+=" -X $m/$p.k8sVersionMajor=1 -X $m/$p.k8sVersionMinor=$3"; done
+  echo "$f"
+}
+helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "$(helm_ldflags helm.sh/helm/v3 "$HELM_VERSION" 36)"; }
 helm4() {
   # Helm 4 installs under its own name so both can be on PATH.
   local dir="$CACHE/helm4-$HELM4_VERSION"
   [[ -x "$dir/helm" ]] && return
   log "building helm $HELM4_VERSION"
-  mkdir -p "$dir"; GOBIN="$dir" $GO install "helm.sh/helm/v4/cmd/helm@$HELM4_VERSION"
+  mkdir -p "$dir"; GOBIN="$dir" $GO install -ldflags "-X helm.sh/helm/v4/internal/version.version=$HELM4_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM4_VERSION"
 }
 kubeconform() { go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"; }
 kube_score() { go_tool kube-score github.com/zegl/kube-score/cmd/kube-score "$KUBE_SCORE_VERSION"; }
