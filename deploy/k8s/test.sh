@@ -66,6 +66,12 @@ done
 check "the monitoring resources render when the cluster serves monitoring.coreos.com/v1" \
   bash -c "helm template --kube-version v1.37.2 quantaid '$chart' -f '$here/values/default.yaml' --api-versions monitoring.coreos.com/v1 >'$work/rendered/operator-auto.yaml' &&
            grep -q '^kind: ServiceMonitor' '$work/rendered/operator-auto.yaml' && grep -q '^kind: PrometheusRule' '$work/rendered/operator-auto.yaml'"
+rules=$repo/deploy/grafana/alerts/quantaid-rules.yml
+if [[ -f $rules ]]; then
+  # Once the project's alert rules exist, the chart must render exactly them: make the
+  # placeholder a link (ln -sf ../../../grafana/alerts/quantaid-rules.yml deploy/k8s/quantaid/files/quantaid-rules.yml).
+  check "the chart's alert rules are deploy/grafana/alerts/quantaid-rules.yml" cmp "$rules" "$chart/files/quantaid-rules.yml"
+fi
 check "the chart packages with Helm 3 and Helm 4 (alert rules file included)" \
   bash -c "helm package '$chart' -d '$work/pkg3' >/dev/null && '$HELM4' package '$chart' -d '$work/pkg4' >/dev/null &&
            tar -tzf '$work'/pkg3/quantaid-*.tgz | grep -q quantaid/files/quantaid-rules.yml &&

@@ -79,7 +79,7 @@ QUANTAID_BACKEND_ADDR: "127.0.0.1:8081"
 QUANTAID_SHUTDOWN_GRACE_SECS: {{ $v.backend.shutdownGraceSeconds | quote }}
 QUANTAID_PROXY_SHUTDOWN_GRACE_SECS: {{ $v.proxy.shutdownGraceSeconds | quote }}
 QUANTAID_TRUSTED_PROXIES: {{ join "," $v.trustedProxies | quote }}
-QUANTAID_ISSUER: {{ $v.issuer | default (ternary (printf "https://%s" $v.ingress.host) "http://localhost:8080" $v.ingress.enabled) | quote }}
+QUANTAID_ISSUER: {{ $v.issuer | default (ternary (printf "%s://%s" (ternary "https" "http" $v.ingress.tls.enabled) $v.ingress.host) "http://localhost:8080" $v.ingress.enabled) | quote }}
 DB_HOST: {{ $v.database.host | quote }}
 QUANTAID_DB_PORT: {{ $v.database.port | quote }}
 QUANTAID_DB_NAME: {{ $v.database.name | quote }}
