@@ -80,17 +80,20 @@ check "the generated passwords and tokens survived the upgrade (lookup)" \
 # Voluntary disruption: with one pod unready the PDB refuses to evict another.
 pods=($(k get pods -l app.kubernetes.io/instance=quantaid -o jsonpath='{.items[*].metadata.name}'))
 set_ready() { k patch pod "$1" --subresource=status --type=strategic -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"$2\"}]}}" >/dev/null; }
-evict() { printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"%s"}}' "$1" "$ns" >"$work/eviction.json"
-          kubectl create --raw "/api/v1/namespaces/$ns/pods/$1/eviction" -f "$work/eviction.json"; }
+evict() {
+  printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"%s"}}' "$1" "$ns" >"$work/eviction.json"
+  kubectl create --raw "/api/v1/namespaces/$ns/pods/$1/eviction" -f "$work/eviction.json"
+}
+pdb_allows() { [[ $(pdb_allowed) == "$1" ]]; }
+eviction_refused() { ! evict "$1" 2>"$work/err" && grep -qi 'disruption budget' "$work/err" || { cat "$work/err"; return 1; }; }
+running_without() { [[ $(k get pods -l app.kubernetes.io/instance=quantaid --field-selector=status.phase=Running -o name | grep -vc "/$1\$") == 3 ]]; }
+eviction_granted() { evict "$1" >/dev/null && until_true 90 running_without "$1"; }
 set_ready "${pods[0]}" False
-check "with one pod unready the PDB allows no disruption" until_true 60 bash -c "[[ \$(kubectl -n $ns get pdb quantaid -o jsonpath='{.status.disruptionsAllowed}') == 0 ]]"
-check "evicting a second pod is refused by the PDB" \
-  bash -c "! $(declare -f evict); ns=$ns work=$work; evict ${pods[1]} 2>'$work/err'; grep -qi 'disruption budget' '$work/err' || { cat '$work/err'; exit 1; }"
+check "with one pod unready the PDB allows no disruption" until_true 60 pdb_allows 0
+check "evicting a second pod is refused by the PDB" eviction_refused "${pods[1]}"
 set_ready "${pods[0]}" True
-check "once it is ready again the PDB allows one disruption" until_true 60 bash -c "[[ \$(kubectl -n $ns get pdb quantaid -o jsonpath='{.status.disruptionsAllowed}') == 1 ]]"
-check "then the eviction is granted and a replacement pod becomes ready" bash -c "
-  $(declare -f evict); ns=$ns work=$work; evict ${pods[1]} >/dev/null &&
-  $(declare -f until_true); until_true 90 bash -c '[[ \$(kubectl -n $ns get pods -l app.kubernetes.io/instance=quantaid --field-selector=status.phase=Running -o name | grep -v ${pods[1]} | wc -l) == 3 ]]'"
+check "once it is ready again the PDB allows one disruption" until_true 60 pdb_allows 1
+check "then the eviction is granted and a replacement pod becomes ready" eviction_granted "${pods[1]}"
 
 # What the schema files cannot know: label syntax is checked by the API server only.
 helm template --kube-version v1.37.2 quantaid "$chart" -n "$ns" -f "$values" --set-string 'podLabels.tier=not a valid label!' >"$work/bad-label.yaml" 2>&1
