@@ -80,9 +80,8 @@ KC
   run etcd etcd --name test --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-cluster "test=http://127.0.0.1:$peer_port" --listen-metrics-urls "" \
-    --unsafe-no-fsync --quota-backend-bytes 1073741824
-  wait_for etcd 30 etcdctl --endpoints "127.0.0.1:$etcd_port" endpoint health
+    --initial-cluster "test=http://127.0.0.1:$peer_port" --logger zap --log-level warn
+  wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
   # The service range is only allocated from, never sent traffic.
   run kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
