@@ -60,7 +60,7 @@ for values in "$here"/values/*.yaml; do
     bash -c "helm template --kube-version v1.37.2 quantaid '$chart' -n quantaid -f '$values' >'$work/rendered/$name.yaml'"
   check "Helm 4 renders values/$name.yaml the same way" \
     bash -c "'$HELM4' template --kube-version v1.37.2 quantaid '$chart' -n quantaid -f '$values' >'$work/rendered4-$name.yaml' &&
-             diff <(grep -v -e '^ *[A-Z_]*: \"[A-Za-z0-9+/=]\{64\}\"$' -e 'checksum/' '$work/rendered/$name.yaml') \
+             diff -B <(grep -v -e '^ *[A-Z_]*: \"[A-Za-z0-9+/=]\{64\}\"$' -e 'checksum/' '$work/rendered/$name.yaml') \
                   <(grep -v -e '^ *[A-Z_]*: \"[A-Za-z0-9+/=]\{64\}\"$' -e 'checksum/' '$work/rendered4-$name.yaml')"
 done
 check "the monitoring resources render when the cluster serves monitoring.coreos.com/v1" \
