@@ -25,7 +25,7 @@ install -D -m 0755 "$CARGO_TARGET_DIR/release/quantaid-backend" "$root/usr/local
 install -D -m 0755 "$CARGO_TARGET_DIR/release/quantaid-proxy" "$root/usr/local/bin/quantaid-proxy"
 strip "$root"/usr/local/bin/* 2>/dev/null || true
 # The dynamic loader and every library the binaries load, at the same paths.
-for lib in $(ldd "$root"/usr/local/bin/* | grep -o '/[^ ]*' | sort -u); do
+for lib in $(for b in "$root"/usr/local/bin/*; do ldd "$b"; done | grep -o '/[^ ]*' | sort -u); do
   install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
 done
 mkdir -p "$root/etc" "$root/tmp" "$root/etc/ssl/certs"

@@ -96,17 +96,22 @@ KC
     --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
     --bind-address 127.0.0.1 --secure-port "$(free_port)" --leader-elect=false \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-    --use-service-account-credentials=false --horizontal-pod-autoscaler-sync-period 5s
+    --use-service-account-credentials=false --horizontal-pod-autoscaler-sync-period 5s \
+    --node-monitor-grace-period 10m
   run kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig "$kc" \
     --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
     --bind-address 127.0.0.1 --secure-port "$(free_port)" --leader-elect=false
   local stages=() f
-  for f in "$KWOK_DIR"/stage/node/fast/*.yaml "$KWOK_DIR"/stage/node/heartbeat-with-lease/*.yaml "$KWOK_DIR"/stage/pod/fast/*.yaml; do
+  # Nodes heartbeat through their status every 20-45 s (kwok's "heartbeat" stage), hence the
+  # controller manager's long node-monitor grace period: a late heartbeat must not mark the
+  # nodes, and with them every pod, NotReady in the middle of a test.
+  for f in "$KWOK_DIR"/stage/node/fast/*.yaml "$KWOK_DIR"/stage/node/heartbeat/*.yaml "$KWOK_DIR"/stage/pod/fast/*.yaml; do
     [[ $(basename "$f") == kustomization.yaml ]] || stages+=(--config "$f")
   done
   run kwok "$KWOK_DIR/kwok" --kubeconfig "$kc" "${stages[@]}" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --node-ip 127.0.0.1 --node-port 0 --server-address "127.0.0.1:$kwok_port" --cidr 10.244.0.1/24
+    --node-ip 127.0.0.1 --node-port 0 --server-address "127.0.0.1:$kwok_port" --cidr 10.244.0.1/24 \
+    --node-lease-duration-seconds 0
   local zone i
   for i in 1 2 3; do
     zone=zone-$(printf '%s' abc | cut -c$i)

@@ -93,10 +93,13 @@ for f in "$work"/rendered/*.yaml; do
   check "policies hold for $(basename "$f")" conftest test --no-color --policy "$here/policy" "$f"
 done
 check "policies accept the baseline fixture the bad ones are made from" conftest test --no-color --policy "$here/policy" "$here/policy/good/deployment.yaml"
+# refused_by_policy FILE TEXT: conftest fails on FILE and says TEXT.
+refused_by_policy() {
+  ! conftest test --no-color --policy "$here/policy" "$1" >"$work/p.out" 2>&1 && grep -qF -- "$2" "$work/p.out" || { cat "$work/p.out"; return 1; }
+}
 for f in "$here"/policy/bad/*.yaml; do
   expect=$(sed -n 's/^# expect: //p' "$f")
-  check "policy refuses $(basename "$f" .yaml): $expect" \
-    bash -c "! conftest test --no-color --policy '$here/policy' '$f' >'$work/p.out' 2>&1; grep -qF -- \"$expect\" '$work/p.out' || { cat '$work/p.out'; exit 1; }"
+  check "policy refuses $(basename "$f" .yaml): $expect" refused_by_policy "$f" "$expect"
 done
 
 # ---------------------------------------------------------------------------------------
@@ -122,12 +125,14 @@ grep -h '^  - it:' "$chart"/tests/*_test.yaml | sed 's/^  - it: /       · /'
 
 # ---------------------------------------------------------------------------------------
 section "6. the chart rejects bad values with a clear message"
+# rejected HELM FILE TEXT: rendering with values FILE fails and the error says TEXT.
+rejected() {
+  ! "$1" template --kube-version v1.37.2 quantaid "$chart" -f "$2" >/dev/null 2>"$work/err" && grep -qF -- "$3" "$work/err" || { cat "$work/err"; return 1; }
+}
 for f in "$here"/bad-values/*.yaml; do
   expect=$(sed -n 's/^# expect: //p' "$f")
-  check "rejects $(basename "$f" .yaml): \"$expect\"" \
-    bash -c "! helm template --kube-version v1.37.2 quantaid '$chart' -f '$f' >/dev/null 2>'$work/err' && grep -qF -- \"$expect\" '$work/err' || { cat '$work/err'; exit 1; }"
-  check "Helm 4 rejects $(basename "$f" .yaml) too" \
-    bash -c "! '$HELM4' template --kube-version v1.37.2 quantaid '$chart' -f '$f' >/dev/null 2>'$work/err' && grep -qF -- \"$expect\" '$work/err' || { cat '$work/err'; exit 1; }"
+  check "rejects $(basename "$f" .yaml): \"$expect\"" rejected helm "$f" "$expect"
+  check "Helm 4 rejects $(basename "$f" .yaml) too" rejected "$HELM4" "$f" "$expect"
 done
 
 # ---------------------------------------------------------------------------------------
