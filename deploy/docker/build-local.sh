@@ -39,11 +39,12 @@ buildah bud -q --layers=false -f "$ctx/Containerfile" -t "$TAG" "$ctx" >/dev/nul
 
 fail() { echo "image check failed: $*" >&2; exit 1; }
 user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$TAG")
-entry=$(buildah inspect --type image --format '{{json .OCIv1.Config.Entrypoint}}' "$TAG")
+entry=$(buildah inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$TAG")
 size=$(buildah images --format '{{.Size}}' "$TAG")
 echo "image: $TAG  user=$user  entrypoint=$entry  size=$size"
 [[ $user == 65532:65532 ]] || fail "user is $user, not 65532:65532"
-[[ $entry == '["/usr/local/bin/quantaid-proxy"]' ]] || fail "entrypoint is $entry"
+[[ $entry == '[/usr/local/bin/quantaid-proxy]' ]] || fail "entrypoint is $entry"
+CHROOT=$(command -v chroot)  # env -i below clears PATH
 ctr=$(buildah from -q "$TAG")
 mnt=$(buildah mount "$ctr")
 cleanup() { buildah umount "$ctr" >/dev/null 2>&1 || true; buildah rm "$ctr" >/dev/null 2>&1 || true; ((KEEP)) || buildah rmi -f "$TAG" >/dev/null 2>&1 || true; rm -rf "$ctx"; }
@@ -51,14 +52,14 @@ trap cleanup EXIT
 for sh in bin/sh bin/bash usr/bin/sh bin/busybox; do [[ ! -e "$mnt/$sh" ]] || fail "the image has /$sh"; done
 echo "image: files $(cd "$mnt" && find . -type f | wc -l), no shell"
 # The binaries start from the image's filesystem alone, as the image's user.
-out=$(env -i QUANTAID_DB_POOL_MAX=0 chroot --userspec=65532:65532 "$mnt" /usr/local/bin/quantaid-backend serve 2>&1 || true)
+out=$(env -i QUANTAID_DB_POOL_MAX=0 "$CHROOT" --userspec=65532:65532 "$mnt" /usr/local/bin/quantaid-backend serve 2>&1 || true)
 grep -q QUANTAID_DB_POOL_MAX <<<"$out" || fail "backend did not start from the image: $out"
 echo "image: quantaid-backend runs as 65532 and reports a bad setting by name"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 env -i REDIS_HOST=none QUANTAID_INTERNAL_TOKEN=image-check QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port \
   QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$mport QUANTAID_BACKEND_ADDR=127.0.0.1:9 \
-  chroot --userspec=65532:65532 "$mnt" /usr/local/bin/quantaid-proxy >"$ctx/proxy.log" 2>&1 &
+  "$CHROOT" --userspec=65532:65532 "$mnt" /usr/local/bin/quantaid-proxy >"$ctx/proxy.log" 2>&1 &
 proxy=$!
 healthy=0
 for _ in $(seq 100); do

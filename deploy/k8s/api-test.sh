@@ -99,9 +99,11 @@ check "then the eviction is granted and a replacement pod becomes ready" evictio
 helm template --kube-version v1.37.2 quantaid "$chart" -n "$ns" -f "$values" --set-string 'podLabels.tier=not a valid label!' >"$work/bad-label.yaml" 2>&1
 check "kubeconform accepts a pod label value the API server will refuse" \
   kubeconform -strict -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$work/bad-label.yaml"
-check "the API server's validation refuses it (helm upgrade --dry-run=server)" \
-  bash -c "! helm upgrade quantaid '$chart' -n '$ns' -f '$values' --set-string 'podLabels.tier=not a valid label!' --dry-run=server >/dev/null 2>'$work/err' &&
+check "helm upgrade with it is refused by the API server's validation" \
+  bash -c "! helm upgrade quantaid '$chart' -n '$ns' -f '$values' --set-string 'podLabels.tier=not a valid label!' >/dev/null 2>'$work/err' &&
            grep -q 'Invalid value' '$work/err' || { cat '$work/err'; exit 1; }"
+check "the refused upgrade left the running pods alone" \
+  bash -c "[[ \$(kubectl -n $ns get deploy quantaid -o jsonpath='{.status.readyReplicas}') == 3 && -z \$(kubectl -n $ns get deploy quantaid -o jsonpath='{.spec.template.metadata.labels.tier}') ]]"
 check "the API server refuses a Deployment whose selector does not match its pods (kubeconform does not)" \
   bash -c "python3 -c \"
 import sys, yaml
