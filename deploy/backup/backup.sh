@@ -16,7 +16,8 @@
 #   QUANTAID_BACKUP_LOGICAL_RETENTION_DAYS  days a logical dump is kept (default 30; the newest is always kept)
 #   QUANTAID_BACKUP_WORK_DIR                where a dump is written before upload (default $TMPDIR or /tmp)
 #
-# On success each kind records its time in quantaid_backup_last_success_timestamp_seconds{kind}.
+# On success each kind records its time in quantaid_backup_last_success_timestamp_seconds{kind}
+# (a full backup also refreshes kind="diff": it serves every purpose a differential does).
 # Any failure exits non-zero with the reason on stderr, and leaves that metric alone.
 BACKUP_NAME=backup
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -67,6 +68,9 @@ cmd_backup() {
     made=$(newest_backup_type) || die "pgbackrest info failed after the backup"
     [ -n "$made" ] || die "the repository lists no backup after a successful backup"
     write_metric quantaid_backup_last_success_timestamp_seconds "$made"
+    # A full backup is also the newest base a differential restore can use: it refreshes
+    # kind="diff" too, so the daily-backup alert stays quiet on full-backup days.
+    if [ "$made" = full ]; then write_metric quantaid_backup_last_success_timestamp_seconds diff; fi
     log "$made backup done: $(pgbr info --output=json | jq -r '.[0].backup[-1].label')"
 }
 

@@ -32,6 +32,8 @@ BK=$ROOT/deploy/backup
 ONLY=${1:-all}
 case $ONLY in all | drill) ;; *) echo "usage: $0 [all|drill]" >&2; exit 2 ;; esac
 
+# The sidecars' release build, outside the clone as in CI (.ci/run), so runs reuse it.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/quantaid-target}
 S3S_VERSION=0.14.1
 S3S_ROOT=/var/tmp/quantaid-cache/s3s-fs
 S3S_BIN=$S3S_ROOT/bin/s3s-fs
@@ -202,7 +204,7 @@ QUANTAID_BACKUP_S3_BUCKET=quantaid-backups QUANTAID_BACKUP_S3_ENDPOINT=localhost
     QUANTAID_BACKUP_LOG_PATH=$WORK/pgbackrest-log QUANTAID_BACKUP_LOCK_PATH=$WORK/pgbackrest-lock \
     "$BK/configure.sh"
 check "the credentials file is mode 640 and the main config holds no key" \
-    bash -c "[ \"\$(stat -c %a '$QUANTAID_BACKUP_CONFIG_PATH/conf.d/quantaid-s3-credentials.conf')\" = 640 ] && ! grep -q key '$QUANTAID_BACKUP_CONFIG_PATH/pgbackrest.conf'"
+    bash -c "[ \"\$(stat -c %a '$QUANTAID_BACKUP_CONFIG_PATH/conf.d/quantaid-s3-credentials.conf')\" = 640 ] && ! grep -q '^repo1-s3-key' '$QUANTAID_BACKUP_CONFIG_PATH/pgbackrest.conf'"
 # From here on pgBackRest and the scripts read the credentials from the file, as
 # PostgreSQL's archive_command does.
 unset PGBACKREST_REPO1_S3_KEY PGBACKREST_REPO1_S3_KEY_SECRET
@@ -274,17 +276,8 @@ seed() {
         -d "{\"username\":\"$prefix-1\",\"password\":\"wrong-password\"}"
 }
 
-# snapshot: every table of the quantaid database, its row count and the MD5 of its rows in a
-# fixed order, one "table|count|md5" line each.
-snapshot() {
-    psql_q <<'SQL'
-SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, E''\n'' ORDER BY t::text), '''')) FROM %I.%I t',
-              table_name, table_schema, table_name)
-  FROM information_schema.tables
- WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
- ORDER BY table_name \gexec
-SQL
-}
+# snapshot: every table of the database, its row count and a checksum of its rows.
+snapshot() { psql_q <"$BK/table-checksums.sql"; }
 rows_in() { awk -F'|' -v t="$1" '$1 == t { print $2 }' "$2"; }
 
 # ---------------------------------------------------------------------------- drill (test case 7)
@@ -300,21 +293,34 @@ OLD_CLIENT_SECRET=$(body_of "$r" | jq -r .client_secret)
 OLD_TOKEN=$(client_token "$OLD_CLIENT" "$OLD_CLIENT_SECRET")
 must "the old session works before the backup" test "$(session_user "$OLD_SESSION")" = "$OLD_USER_ID"
 
-# ---- the drill, as docs/operations/backup-restore.md gives it ----
-"$BK/backup.sh" full
-snapshot >"$WORK/before.txt"
-T_BEFORE_DROP=$(date -u '+%Y-%m-%d %H:%M:%S.%N')
-psql_q -d postgres -c 'DROP DATABASE quantaid WITH (FORCE)'
-"$BK/verify.sh"
-scripts/stack.sh down
-t_restore=$(date +%s.%N)
-"$BK/restore.sh" --to "$T_BEFORE_DROP"
-t_restored=$(date +%s.%N)
-snapshot >"$WORK/after.txt"
-scripts/stack.sh up >"$WORK/stack-up-2.log" 2>&1
-# ---- end of the drill ----
-drill_user=$(session_user "$OLD_SESSION")
+# ---- the drill: the block of docs/operations/backup-restore.md, line by line ----
+DOC=$ROOT/docs/operations/backup-restore.md
+sed -n '/^<!-- drill:begin/,/^<!-- drill:end/p' "$DOC" | sed -e '1,/^```sh$/d' -e '/^```$/,$d' >"$WORK/drill.sh"
+must "the doc's drill block has its 13 commands" test "$(grep -c . "$WORK/drill.sh")" = 13
+# The block's inputs, PG_SOCK, QUANTAID_PG_PORT, PROXY and OLD_SESSION, are set above.
+: >"$WORK/drill.times"
+drill_ok=yes
+while IFS= read -r line; do
+    printf '%s %s\n' "$(date +%s.%N)" "$line" >>"$WORK/drill.times"
+    printf '$ %s\n' "$line" >>"$WORK/drill.log"
+    if ! eval "$line" >"$WORK/drill.out" 2>>"$WORK/drill.log"; then
+        cat "$WORK/drill.out" >>"$WORK/drill.log"
+        bad "drill step failed: $line (log: below)"
+        tail -n 20 "$WORK/drill.log"
+        drill_ok=no
+        break
+    fi
+    cat "$WORK/drill.out" >>"$WORK/drill.log"
+done <"$WORK/drill.sh"
 t_served=$(date +%s.%N)
+[ "$drill_ok" = yes ] && ok "every command of the doc's drill exits 0"
+drill_user=$(tail -n 1 "$WORK/drill.out")
+t_restore=$(awk '/deploy\/backup\/restore.sh/ { print $1 }' "$WORK/drill.times")
+t_restored=$(awk '/table-checksums.sql >"\$DRILL\/after.txt"/ { print $1 }' "$WORK/drill.times")
+cp "$DRILL/before.txt" "$WORK/before.txt" 2>/dev/null || true
+cp "$DRILL/after.txt" "$WORK/after.txt" 2>/dev/null || true
+rm -rf "${DRILL:-/nonexistent}"
+# ---- end of the drill ----
 for tbl in users sessions oauth_clients oauth_tokens audit_logs; do
     check "restored $tbl has its $(rows_in "$tbl" "$WORK/before.txt") rows" \
         test "$(rows_in "$tbl" "$WORK/after.txt")" = "$(rows_in "$tbl" "$WORK/before.txt")"
@@ -432,7 +438,10 @@ check "after the loss, the drill's old session still works" test "$(session_user
 
 say "failures: a WAL gap, a corrupted and a missing backup file are detected, never restored"
 must "a full backup to break" "$BK/backup.sh" full
+# Two more segments after the backup's own: the gap below falls between the backup and the newest.
 create_user after-failure-base >/dev/null
+psql_q -c 'SELECT pg_switch_wal()' >/dev/null
+create_user after-failure-base-2 >/dev/null
 must "verify.sh passes before the damage" "$BK/verify.sh"
 FULL=$(runuser -u postgres -- pgbackrest --config-path="$QUANTAID_BACKUP_CONFIG_PATH" --stanza=quantaid info --output=json | jq -r '.[0].backup[-1].label')
 REPO=$WORK/s3/quantaid-backups/quantaid
@@ -440,7 +449,7 @@ scripts/stack.sh down >/dev/null
 control_sum() { sha256sum "$PG_DATA/global/pg_control" | cut -d' ' -f1; }
 control_before=$(control_sum)
 
-# A WAL gap: a segment after the newest backup's start goes missing.
+# A WAL gap: the segment before the newest goes missing.
 seg=$(find "$REPO/archive" -name '0000000*-*' | sort | tail -n 2 | head -n 1)
 mv "$seg" "$WORK/held-segment"
 check "verify.sh detects the WAL gap (non-zero)" bash -c "! '$BK/verify.sh' 2>'$WORK/err' && grep -q 'WAL gap' '$WORK/err'"
