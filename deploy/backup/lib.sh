@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by QuantaID's backup scripts (deploy/backup/*.sh); sourced, never run.
 # docs/operations/backup-restore.md describes the scripts and their settings.
 #
@@ -76,7 +77,8 @@ conf_get() {
 # opt KEY: a pgBackRest option as pgBackRest resolves it: environment (PGBACKREST_KEY),
 # then the stanza's section, then [global].
 opt() {
-    local env_name=PGBACKREST_$(printf '%s' "$1" | tr 'a-z-' 'A-Z_')
+    local env_name
+    env_name=PGBACKREST_$(printf '%s' "$1" | tr 'a-z-' 'A-Z_')
     if [ -n "${!env_name:-}" ]; then
         printf '%s' "${!env_name}"
         return
@@ -139,7 +141,7 @@ pg_psql() {
 # prefix (it owns only <repo1-path>/archive and <repo1-path>/backup).
 
 s3_url() {
-    local endpoint bucket port style path host
+    local endpoint bucket port style host
     endpoint=$(opt repo1-s3-endpoint)
     bucket=$(opt repo1-s3-bucket)
     port=$(opt repo1-storage-port)

@@ -74,7 +74,7 @@ else
     TARGET=$(TZ=UTC date -d "@$epoch" '+%Y-%m-%d %H:%M:%S.%6N+00')
     now=$(date +%s)
     [ "${epoch%.*}" -le "$now" ] || die "--to $TARGET is in the future"
-    TYPE=time
+    TYPE="time"
     TARGET_DESC=$TARGET
     if [ -z "$SET" ]; then
         # The newest backup that was complete (consistent) at the target time.

@@ -98,13 +98,13 @@ STACK=$QUANTAID_STACK_DIR
 QUANTAID_PG_PORT=$(first_free_port 35432)
 QUANTAID_REDIS_PORT=$(first_free_port 36379)
 export QUANTAID_PG_PORT QUANTAID_REDIS_PORT
-export QUANTAID_LISTEN_ADDR=127.0.0.1:$(first_free_port 38081)
-export QUANTAID_METRICS_ADDR=127.0.0.1:$(first_free_port 39091)
-export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$(first_free_port 38080)
-export QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$(first_free_port 39090)
+QUANTAID_LISTEN_ADDR=127.0.0.1:$(first_free_port 38081)
+QUANTAID_METRICS_ADDR=127.0.0.1:$(first_free_port 39091)
+QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$(first_free_port 38080)
+QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$(first_free_port 39090)
+export QUANTAID_LISTEN_ADDR QUANTAID_METRICS_ADDR QUANTAID_PROXY_LISTEN_ADDR QUANTAID_PROXY_METRICS_ADDR
 S3_PORT=$(first_free_port 38014)
 TLS_PORT=$(first_free_port 38443)
-BACKEND=http://$QUANTAID_LISTEN_ADDR
 PROXY=http://$QUANTAID_PROXY_LISTEN_ADDR
 
 # The backup scripts' settings, as an operator exports them (docs/operations/backup-restore.md).
@@ -147,8 +147,9 @@ say "S3 store (s3s-fs on 127.0.0.1:$S3_PORT) behind TLS (haproxy on localhost:$T
 gen_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 # Throwaway credentials for this run's store; pgBackRest and the scripts get them from the
 # environment (PGBACKREST_REPO1_S3_*), configure.sh writes them to a mode-640 file.
-export PGBACKREST_REPO1_S3_KEY=test$(gen_secret | cut -c1-12)
-export PGBACKREST_REPO1_S3_KEY_SECRET=$(gen_secret)
+PGBACKREST_REPO1_S3_KEY=test$(gen_secret | cut -c1-12)
+PGBACKREST_REPO1_S3_KEY_SECRET=$(gen_secret)
+export PGBACKREST_REPO1_S3_KEY PGBACKREST_REPO1_S3_KEY_SECRET
 mkdir -p "$WORK/s3/quantaid-backups" "$WORK/tls"
 # s3s-fs takes its keys on the command line only; they protect nothing beyond this run.
 "$S3S_BIN" --host 127.0.0.1 --port "$S3_PORT" --access-key "$PGBACKREST_REPO1_S3_KEY" \
