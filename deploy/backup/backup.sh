@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # QuantaID backups (docs/operations/backup-restore.md).
 #
-#   deploy/backup/backup.sh init      turn on WAL archiving (ALTER SYSTEM) and create the stanza
+#   deploy/backup/backup.sh init      turn on WAL archiving (ALTER SYSTEM), create the stanza and, once
+#                                     archive_mode is on (after a restart), check that WAL reaches S3
 #   deploy/backup/backup.sh full      pgBackRest full backup, then expiry of what is past retention
 #   deploy/backup/backup.sh diff      pgBackRest differential backup (against the last full), then expiry
 #   deploy/backup/backup.sh logical   pg_dump (custom format) + SHA-256 to the same bucket, then
@@ -45,7 +46,7 @@ cmd_init() {
     log "WAL archiving configured: archive_command = $archive_command"
     pgbr stanza-create || die "pgbackrest stanza-create failed (see above)"
     if [ "$(pg_psql -c 'SHOW archive_mode')" != on ]; then
-        log "archive_mode takes effect at the next restart: restart PostgreSQL now, then run deploy/backup/verify.sh"
+        log "archive_mode takes effect at the next restart: restart PostgreSQL now, then run backup.sh init again"
         return 0
     fi
     pgbr check || die "pgbackrest check failed: WAL does not reach the repository (see above)"

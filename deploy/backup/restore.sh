@@ -5,6 +5,8 @@
 #   deploy/backup/restore.sh --to latest            everything the archive holds
 #   deploy/backup/restore.sh --to '<time>'          point in time, e.g. '2026-12-03 09:41:07+00'
 #                                                   (any form `date -d` reads; no zone = UTC)
+#   deploy/backup/restore.sh --to lsn:<X/Y>        everything written before that WAL position
+#                                                   (exclusive), e.g. the first record of a DROP DATABASE
 #   options:  --set <backup label>                  restore from this backup (default: the newest
 #                                                   that finished before the target)
 #
@@ -68,6 +70,18 @@ if [ "$TO" = latest ]; then
     TYPE=default
     TARGET_DESC="the end of the archived WAL"
     [ -n "$SET" ] || SET=$(jq -r '.[0].backup[-1].label' <<<"$INFO")
+elif [[ $TO =~ ^lsn:([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$ ]]; then
+    # Recovery stops just before the first record at or after this position.
+    TYPE=lsn
+    TARGET=${TO#lsn:}
+    TARGET_DESC="WAL position $TARGET (exclusive)"
+    lsn=$(((16#${BASH_REMATCH[1]} << 32) + 16#${BASH_REMATCH[2]}))
+    if [ -z "$SET" ]; then
+        while read -r label stop; do
+            if (((16#${stop%/*} << 32) + 16#${stop#*/} <= lsn)); then SET=$label; fi
+        done < <(jq -r '.[0].backup[] | "\(.label) \(.lsn.stop)"' <<<"$INFO")
+        [ -n "$SET" ] || die "no backup ends before WAL position $TARGET (nothing was changed)"
+    fi
 else
     # A bare time is UTC. pgBackRest and PostgreSQL get an explicit +00.
     epoch=$(TZ=UTC date -d "$TO" +%s.%N 2>/dev/null) || die "--to '$TO' is neither 'latest' nor a time date(1) can read"
@@ -126,7 +140,10 @@ if [ ! -d "$DATA" ]; then
     chmod 700 "$DATA"
 fi
 args=(--delta --set="$SET" --type="$TYPE")
-if [ "$TYPE" = time ]; then args+=(--target="$TARGET" --target-action=promote); fi
+case $TYPE in
+time) args+=(--target="$TARGET" --target-action=promote) ;;
+lsn) args+=(--target="$TARGET" --target-exclusive --target-action=promote) ;;
+esac
 # pgBackRest checks every file against the backup's manifest and writes global/pg_control
 # last, so a restore that fails part-way leaves a directory PostgreSQL will not start.
 pgbr restore "${args[@]}" || fail "pgbackrest restore failed (see above): nothing usable was restored"

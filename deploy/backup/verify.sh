@@ -43,6 +43,7 @@ verify_physical() {
     log "verify: every backup file and WAL segment matches its checksum"
     info=$(pgbr info --output=json) || die "pgbackrest info failed"
     status=$(jq -r '.[0].status.code' <<<"$info")
+    [ "$status" != 2 ] || die "the repository holds no backup yet: run deploy/backup/backup.sh full"
     [ "$status" = 0 ] || die "stanza status: $(jq -r '.[0].status.message' <<<"$info")"
     n=$(jq '.[0].backup | length' <<<"$info")
     [ "$n" -gt 0 ] || die "the repository holds no backup"
