@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod concurrency;
 mod invalidation;
+mod metrics;
 mod mfa;
 mod oauth;
 mod ops;
