@@ -116,6 +116,8 @@ impl Collector for ProcessCollector {
     }
 }
 
+// `c_long` is `i64` here but `i32` on 32-bit targets, where the conversion is not a no-op.
+#[allow(clippy::useless_conversion)]
 fn sysconf(name: libc::c_int) -> i64 {
     // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
     i64::from(unsafe { libc::sysconf(name) })

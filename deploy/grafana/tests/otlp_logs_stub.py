@@ -147,6 +147,14 @@ def check(records_file: str, namespace: str) -> int:
     levels = {}
     for r in records:
         levels[r["severity_text"]] = levels.get(r["severity_text"], 0) + 1
+    # What went wrong during the run, for whoever reads the CI log.
+    notable = {}
+    for r in records:
+        if r["severity_text"] in ("error", "warn"):
+            key = (r["resource"].get("service.name"), r["severity_text"], r["body"])
+            notable[key] = notable.get(key, 0) + 1
+    for (service, level, body), n in sorted(notable.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {n:5d} x {service} {level}: {body}")
     print(f"otlp logs: {len(records)} records ({', '.join(f'{s}: {len(v)}' for s, v in sorted(by_service.items()))}; "
           f"levels {levels}; {len(shared)} trace ids seen by both sidecars): " + ("OK" if not problems else f"{len(problems)} problem(s)"))
     return 1 if problems else 0
