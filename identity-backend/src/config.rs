@@ -57,6 +57,8 @@ pub const BLOOM_WATERMARK_MARGIN_MS: &str = "QUANTAID_BLOOM_WATERMARK_MARGIN_MS"
 /// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// Standard OpenTelemetry variable; set, every log line is also exported over OTLP/HTTP.
+pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
 
 /// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
 pub use quantaid_protocol::cache::REDIS_DISABLED;
@@ -181,6 +183,8 @@ pub struct Config {
     pub bloom_watermark_margin: Duration,
     /// Export spans over OTLP/HTTP (the exporter reads the other `OTEL_*` variables).
     pub otlp_enabled: bool,
+    /// Export log lines over OTLP/HTTP as well (deploy/grafana/README.md).
+    pub otlp_logs_enabled: bool,
 }
 
 impl Config {
@@ -264,6 +268,7 @@ impl Config {
             internal_token: env.raw(INTERNAL_TOKEN),
             bloom_watermark_margin: env.millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
             otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
+            otlp_logs_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_LOGS_ENDPOINT]),
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.

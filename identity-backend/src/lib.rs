@@ -91,6 +91,7 @@ pub async fn run(
 
     let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
     let outbox = tokio::spawn(invalidation::run_outbox(state.clone()));
+    let gauges = tokio::spawn(metrics::sample_database_gauges(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -118,6 +119,7 @@ pub async fn run(
     }
     housekeeping.abort();
     outbox.abort();
+    gauges.abort();
     metrics_server.abort();
     Ok(())
 }

@@ -7,7 +7,7 @@ use quantaid_backend::{migrate, run, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let _telemetry = telemetry::init_logging(&config.log_level, "quantaid-backend", config.otlp_enabled);
+    let _telemetry = telemetry::init_logging(&config.log_level, "quantaid-backend", config.otlp_enabled, config.otlp_logs_enabled);
     match std::env::args().nth(1).as_deref().unwrap_or("serve") {
         "migrate" => {
             let applied = migrate(&config).await?;

@@ -1,11 +1,19 @@
 //! Prometheus metrics served on the metrics port (`:9091`).
 //!
 //! Labels are route templates, status codes, query names and fixed enums: never IDs,
-//! usernames or tokens.
+//! usernames or tokens, and never a value the client chose (`quantaid_protocol::metrics`).
+
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+use quantaid_protocol::metrics::{method_label, status_label};
+use quantaid_protocol::process::ProcessCollector;
+
+use crate::db::Query;
+use crate::SharedState;
 
 /// 100 µs to 10 s: resolves both cached-path and pathological latencies.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -24,6 +32,8 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     pub password_hash_rejections: IntCounter,
     pub cache_invalidations: IntCounterVec,
+    pub sessions_active: IntGauge,
+    pub invalidations_pending: IntGauge,
 }
 
 impl Metrics {
@@ -40,7 +50,9 @@ impl Metrics {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
             reg(&registry, HistogramVec::new(opts, labels).expect("valid histogram"))
         };
-        Metrics {
+        registry.register(Box::new(ProcessCollector::new())).expect("metric names are unique");
+        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).expect("valid gauge"));
+        let metrics = Metrics {
             http_requests: counter(
                 "quantaid_http_requests_total",
                 "HTTP requests by method, route template and status.",
@@ -101,8 +113,39 @@ impl Metrics {
                 "Revocation markers for the proxy cache, by result (published, deferred to the outbox).",
                 &["result"],
             ),
+            sessions_active: gauge(
+                "quantaid_sessions_active",
+                "Sessions neither revoked nor expired, counted in PostgreSQL every 30 s (the same value on every replica).",
+            ),
+            invalidations_pending: gauge(
+                "quantaid_cache_invalidations_pending",
+                "Revocation markers waiting in the cache_invalidations outbox for Redis, counted every 30 s.",
+            ),
             registry,
+        };
+        // Every series of a fixed label set exists from the start, at 0, so rates and
+        // ratios over it are defined before the first event.
+        for result in ["success", "mfa_required", "failure", "throttled"] {
+            metrics.logins.with_label_values(&[result]);
         }
+        for result in ["success", "failure"] {
+            metrics.mfa_verifications.with_label_values(&[result]);
+        }
+        for grant in crate::oauth::SUPPORTED_GRANTS {
+            metrics.tokens_issued.with_label_values(&[grant]);
+        }
+        for result in ["published", "deferred"] {
+            metrics.cache_invalidations.with_label_values(&[result]);
+        }
+        metrics
+    }
+
+    /// Counts one answered request. `path` is the matched route template or
+    /// `unmatched`, so every label comes from a closed set.
+    pub fn record_request(&self, method: &http::Method, path: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method.as_str());
+        self.http_requests.with_label_values(&[method, path, &status_label(status)]).inc();
+        self.http_duration.with_label_values(&[method, path]).observe(elapsed.as_secs_f64());
     }
 
     pub fn render(&self) -> String {
@@ -110,6 +153,38 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+const COUNT_ACTIVE_SESSIONS: Query = Query {
+    name: "session_count_active",
+    sql: "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()",
+};
+const COUNT_OUTBOX: Query = Query { name: "invalidation_outbox_count", sql: "SELECT count(*) FROM cache_invalidations" };
+
+/// How often the gauges that need a query are refreshed: often enough for a dashboard,
+/// rare enough that counting a large sessions table costs nothing that matters.
+const SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Refreshes the gauges that are counted in PostgreSQL, for as long as the backend runs.
+pub async fn sample_database_gauges(state: SharedState) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let counted = async {
+            let conn = state.db.conn().await?;
+            let sessions: i64 = conn.query_one(&COUNT_ACTIVE_SESSIONS, &[]).await?.get(0);
+            let pending: i64 = conn.query_one(&COUNT_OUTBOX, &[]).await?.get(0);
+            Ok::<_, crate::error::ApiError>((sessions, pending))
+        };
+        match counted.await {
+            Ok((sessions, pending)) => {
+                state.metrics.sessions_active.set(sessions);
+                state.metrics.invalidations_pending.set(pending);
+            }
+            Err(e) => tracing::debug!(error = %e, "database gauges not refreshed"),
+        }
     }
 }
 

@@ -5,5 +5,7 @@
 
 pub mod cache;
 pub mod env;
+pub mod metrics;
+pub mod process;
 pub mod telemetry;
 pub mod token;

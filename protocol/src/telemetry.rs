@@ -1,10 +1,16 @@
-//! One JSON object per log line, W3C trace context, and optional OTLP trace export.
+//! One JSON object per log line, W3C trace context, and optional OTLP trace and log
+//! export.
 //!
 //! Each line has `timestamp`, `level`, `message`, and `trace_id`, `user_id` and
 //! `ip_address` whenever the enclosing request span knows them, so one request carries
 //! one `trace_id` through the proxy's and the backend's logs. When the standard
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set, request spans are also
-//! exported over OTLP/HTTP, in the same trace as the log lines.
+//! exported over OTLP/HTTP, in the same trace as the log lines. When
+//! `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` is set (Loki's `/otlp/v1/logs`, say), every line is
+//! also exported as an OTLP log record: the same fields as attributes, the level as its
+//! severity, `trace_id` as its trace context, and the process's resource (`service.name`
+//! plus `OTEL_RESOURCE_ATTRIBUTES`, where Kubernetes puts namespace, pod and container).
+//! How Loki indexes them: deploy/grafana/README.md.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -22,9 +28,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// `OTEL_EXPORTER_OTLP_*` family itself).
 pub const OTLP_ENDPOINT_VARS: [&str; 2] = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"];
 
-/// Keeps the trace exporter alive; dropping it flushes spans still buffered.
+/// Targets of the export machinery itself: their events are written to stdout but not
+/// exported, so that an export never logs its way into another export.
+const NOT_EXPORTED_TARGETS: [&str; 5] = ["opentelemetry", "reqwest", "hyper", "h2", "tower"];
+
+/// Keeps the exporters alive; dropping it flushes spans and log records still buffered.
 pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    logs: Option<opentelemetry_sdk::logs::SdkLoggerProvider>,
 }
 
 impl Drop for Telemetry {
@@ -32,20 +43,29 @@ impl Drop for Telemetry {
         if let Some(provider) = self.provider.take() {
             let _ = provider.shutdown();
         }
+        if let Some(logs) = self.logs.take() {
+            let _ = logs.shutdown();
+        }
     }
 }
 
-/// Installs the JSON logger at `level` (an `EnvFilter` directive such as `info`), and,
-/// with `otlp` true, OTLP/HTTP export of spans as `service`.
-pub fn init_logging(level: &str, service: &'static str, otlp: bool) -> Telemetry {
+/// Installs the JSON logger at `level` (an `EnvFilter` directive such as `info`); with
+/// `otlp` true, OTLP/HTTP export of spans as `service`; with `otlp_logs` true (the
+/// sidecars set it when `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` is set: logs are not sent to
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, since traces and logs usually go to different places),
+/// OTLP/HTTP export of every log line as well.
+pub fn init_logging(level: &str, service: &'static str, otlp: bool, otlp_logs: bool) -> Telemetry {
+    use opentelemetry::logs::LoggerProvider as _;
     use opentelemetry::trace::TracerProvider as _;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The resource also takes `OTEL_RESOURCE_ATTRIBUTES` (namespace, pod, container).
+    let resource = || opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     let provider = if otlp {
         match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(exporter) => Some(
                 opentelemetry_sdk::trace::SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+                    .with_resource(resource())
                     .build(),
             ),
             Err(e) => {
@@ -60,8 +80,27 @@ pub fn init_logging(level: &str, service: &'static str, otlp: bool) -> Telemetry
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(tracing_subscriber::filter::LevelFilter::INFO)
     });
-    let _ = tracing_subscriber::registry().with(JsonLines.with_filter(filter)).with(otel).try_init();
-    Telemetry { provider }
+    // Batched on the SDK's own thread, with a bounded queue (`OTEL_BLRP_*`): a slow or
+    // absent log endpoint drops records rather than slowing requests.
+    let logs = if otlp_logs {
+        match opentelemetry_otlp::LogExporter::builder().with_http().build() {
+            Ok(exporter) => Some(
+                opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource())
+                    .build(),
+            ),
+            Err(e) => {
+                eprintln!("OTLP log export is off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let lines = JsonLines { export: logs.as_ref().map(|p| p.logger(service)) };
+    let _ = tracing_subscriber::registry().with(lines.with_filter(filter)).with(otel).try_init();
+    Telemetry { provider, logs }
 }
 
 /// Makes `span` part of the W3C trace `trace_id`, as a child of `parent_span_id` (the
@@ -93,8 +132,52 @@ pub fn outgoing_span_id(span: &tracing::Span) -> String {
     }
 }
 
-/// Writes each event as one JSON line on stdout, merged with its spans' fields.
-pub struct JsonLines;
+/// Writes each event as one JSON line on stdout, merged with its spans' fields, and
+/// exports it as an OTLP log record when log export is on.
+pub struct JsonLines {
+    export: Option<opentelemetry_sdk::logs::SdkLogger>,
+}
+
+/// One log line as an OTLP log record: the message is the body, the level the severity,
+/// `trace_id` the trace context, every other field an attribute (so `trace_id`, `level`
+/// and the request's fields become Loki structured metadata, not labels).
+fn export_line(logger: &opentelemetry_sdk::logs::SdkLogger, line: &Map<String, Value>, level: tracing::Level) {
+    use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+    let mut record = logger.create_log_record();
+    let now = std::time::SystemTime::now();
+    record.set_timestamp(now);
+    record.set_observed_timestamp(now);
+    let (number, text) = match level {
+        tracing::Level::ERROR => (Severity::Error, "error"),
+        tracing::Level::WARN => (Severity::Warn, "warn"),
+        tracing::Level::INFO => (Severity::Info, "info"),
+        tracing::Level::DEBUG => (Severity::Debug, "debug"),
+        _ => (Severity::Trace, "trace"),
+    };
+    record.set_severity_number(number);
+    record.set_severity_text(text);
+    for (key, value) in line {
+        match (key.as_str(), value) {
+            ("timestamp" | "level", _) => {}
+            ("message", Value::String(message)) => record.set_body(AnyValue::from(message.clone())),
+            ("trace_id", Value::String(id)) => match TraceId::from_hex(id) {
+                Ok(trace) => record.set_trace_context(trace, SpanId::INVALID, Some(TraceFlags::SAMPLED)),
+                Err(_) => record.add_attribute("trace_id", id.clone()),
+            },
+            (_, Value::String(v)) => record.add_attribute(key.clone(), v.clone()),
+            (_, Value::Bool(v)) => record.add_attribute(key.clone(), *v),
+            (_, Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => record.add_attribute(key.clone(), i),
+                (None, Some(f)) => record.add_attribute(key.clone(), f),
+                _ => record.add_attribute(key.clone(), n.to_string()),
+            },
+            (_, Value::Null) => {}
+            (_, other) => record.add_attribute(key.clone(), other.to_string()),
+        }
+    }
+    logger.emit(record);
+}
 
 #[derive(Default)]
 struct Fields(Map<String, Value>);
@@ -160,6 +243,12 @@ where
         line.extend(own.0);
         line.entry("message").or_insert(Value::from(""));
         line.insert("target".into(), Value::from(event.metadata().target()));
+        if let Some(logger) = &self.export {
+            let target = event.metadata().target();
+            if !NOT_EXPORTED_TARGETS.iter().any(|t| target.starts_with(t)) {
+                export_line(logger, &line, *event.metadata().level());
+            }
+        }
         let mut out = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
         out.push(b'\n');
         let _ = std::io::stdout().lock().write_all(&out);

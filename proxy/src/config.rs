@@ -35,6 +35,8 @@ pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
 /// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+/// Standard OpenTelemetry variable; set, every log line is also exported over OTLP/HTTP.
+pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -69,6 +71,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub log_level: String,
     pub otlp_enabled: bool,
+    /// Export log lines over OTLP/HTTP as well (deploy/grafana/README.md).
+    pub otlp_logs_enabled: bool,
 }
 
 impl Config {
@@ -105,6 +109,7 @@ impl Config {
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "5")?,
             log_level: env.get(LOG_LEVEL, "info"),
             otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
+            otlp_logs_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_LOGS_ENDPOINT]),
         };
         if !(0.0001..0.5).contains(&config.bloom_fp_rate) {
             bail!("{BLOOM_FP_RATE} must be between 0.0001 and 0.5");

@@ -28,6 +28,10 @@ impl Maintenance {
             Ok(reply) => Err(anyhow::anyhow!("backend answered {}", reply.status)),
             Err(_) => Err(anyhow::anyhow!("backend unavailable")),
         };
+        if snapshot.is_ok() {
+            // The "Bloom filter stale" alert watches this (docs/operations/runbook.md).
+            METRICS.bloom_last_refresh.set(chrono::Utc::now().timestamp());
+        }
         match snapshot {
             Ok(snapshot) if since.is_some() => {
                 if !bloom.catch_up(&snapshot) {

@@ -1,13 +1,17 @@
 //! The proxy's Prometheus metrics, in the default registry that `pingora-prometheus`
 //! serves on the metrics port. Labels are route templates, status codes and fixed
-//! enums, never keys or IDs.
+//! enums, never keys or IDs, and never a value the client chose
+//! (`quantaid_protocol::metrics`).
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec,
     IntCounter, IntCounterVec, IntGauge,
 };
+use quantaid_protocol::metrics::{method_label, status_label};
+use quantaid_protocol::process::ProcessCollector;
 
 /// 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] =
@@ -25,11 +29,23 @@ pub struct Metrics {
     pub bloom_rejections: IntCounterVec,
     pub bloom_keys: IntGauge,
     pub singleflight_coalesced: IntCounter,
+    pub bloom_last_refresh: IntGauge,
+}
+
+impl Metrics {
+    /// Counts one answered request. `template` is a route template from
+    /// `routes::classify` (or `unmatched`), so every label comes from a closed set.
+    pub fn record_request(&self, method: &http::Method, template: &'static str, status: u16, elapsed: Duration) {
+        let method = method_label(method.as_str());
+        self.http_requests.with_label_values(&[method, template, &status_label(status)]).inc();
+        self.http_duration.with_label_values(&[method, template]).observe(elapsed.as_secs_f64());
+    }
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let failed = "metric names are unique and valid";
-    Metrics {
+    prometheus::register(Box::new(ProcessCollector::new())).expect(failed);
+    let metrics = Metrics {
         http_requests: register_int_counter_vec!(
             "quantaid_http_requests_total",
             "Requests by method, route template and status.",
@@ -87,5 +103,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Cache misses that waited for another request's backend call instead of making their own."
         )
         .expect(failed),
+        bloom_last_refresh: register_int_gauge!(
+            "quantaid_bloom_last_refresh_timestamp_seconds",
+            "When the Bloom filter last took a snapshot from the backend (rebuild or catch-up), in Unix seconds; 0 before the first."
+        )
+        .expect(failed),
+    };
+    // Every series of a fixed label set exists from the start, at 0, so rates and
+    // ratios over it are defined before the first event.
+    for kind in ["session", "token", "user"] {
+        metrics.cache_hits.with_label_values(&[kind]);
+        metrics.cache_misses.with_label_values(&[kind]);
     }
+    for reason in ["absent", "malformed"] {
+        metrics.bloom_rejections.with_label_values(&[reason]);
+    }
+    metrics
 });

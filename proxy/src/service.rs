@@ -378,8 +378,7 @@ impl ProxyHttp for QuantaProxy {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
         let method = session.req_header().method.clone();
         let elapsed = ctx.started.elapsed();
-        METRICS.http_requests.with_label_values(&[method.as_str(), ctx.template, &status.to_string()]).inc();
-        METRICS.http_duration.with_label_values(&[method.as_str(), ctx.template]).observe(elapsed.as_secs_f64());
+        METRICS.record_request(&method, ctx.template, status, elapsed);
         if !tracing::enabled!(tracing::Level::INFO) {
             return;
         }

@@ -87,9 +87,7 @@ pub async fn observe(
 
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let m = &state.metrics;
-    m.http_requests.with_label_values(&[method.as_str(), &path, &status.to_string()]).inc();
-    m.http_duration.with_label_values(&[method.as_str(), &path]).observe(elapsed.as_secs_f64());
+    state.metrics.record_request(&method, &path, status, elapsed);
     span.in_scope(|| {
         tracing::info!(
             method = %method,

@@ -7,6 +7,7 @@ mod bad_input;
 mod concurrency;
 mod connections;
 mod invalidation;
+mod metrics;
 mod mfa;
 mod oauth;
 mod ops;
