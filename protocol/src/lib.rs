@@ -5,5 +5,7 @@
 
 pub mod cache;
 pub mod env;
+pub mod forwarded;
+pub mod introspection;
 pub mod telemetry;
 pub mod token;

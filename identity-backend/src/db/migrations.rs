@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "cache_invalidations", include_str!("../../migrations/0002_cache_invalidations.sql")),
     (3, "created_at_indexes", include_str!("../../migrations/0003_created_at_indexes.sql")),
+    (4, "client_lifecycle", include_str!("../../migrations/0004_client_lifecycle.sql")),
 ];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`.

@@ -5,4 +5,5 @@ mod stack;
 
 mod invariants;
 mod lookups;
+mod security;
 mod tracing;
