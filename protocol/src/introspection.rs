@@ -46,10 +46,15 @@ impl Introspector {
         (!client_id.is_empty()).then(|| Introspector { client_id: client_id.to_string(), any_token })
     }
 
+    /// Whether this caller may see a token's full introspection `body` as it is.
+    pub fn may_see(&self, body: &Value) -> bool {
+        let owner = body.get("client_id").and_then(Value::as_str);
+        body.get("active") == Some(&Value::Bool(true)) && (self.any_token || owner == Some(self.client_id.as_str()))
+    }
+
     /// The answer this caller may see, given a token's full introspection `body`.
     pub fn visible(&self, body: Value) -> Value {
-        let owner = body.get("client_id").and_then(Value::as_str);
-        if body.get("active") == Some(&Value::Bool(true)) && (self.any_token || owner == Some(self.client_id.as_str())) {
+        if self.may_see(&body) {
             body
         } else {
             json!({"active": false})

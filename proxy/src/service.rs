@@ -236,11 +236,9 @@ impl QuantaProxy {
             match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
                 Ok(Answer::Found(body)) => {
                     // The same rule as the backend's (quantaid_protocol::introspection).
-                    let shown = match serde_json::from_str::<Value>(&body) {
-                        Ok(full) => Bytes::from(verified.introspector.visible(full).to_string()),
-                        Err(_) => return unavailable(session, ctx).await,
-                    };
-                    return respond(session, ctx, StatusCode::OK, &[], Some(shown)).await;
+                    let Ok(full) = serde_json::from_str::<Value>(&body) else { return unavailable(session, ctx).await };
+                    let shown = if verified.introspector.may_see(&full) { Some(Bytes::from(body.to_string())) } else { inactive() };
+                    return respond(session, ctx, StatusCode::OK, &[], shown).await;
                 }
                 // The client changed since its credentials were verified: ask the backend.
                 Ok(Answer::CallerStale) => self.lookups.forget_client(&client_key),
