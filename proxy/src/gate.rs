@@ -33,7 +33,8 @@ use pingora::server::ShutdownWatch;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use tokio::time::{timeout, timeout_at, Instant};
+use pingora::prelude::timeout;
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::service::QuantaProxy;
@@ -45,6 +46,8 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 /// client has read the answer.
 const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 1 << 20;
+/// The most header lines `QUANTAID_PROXY_MAX_HEADERS` may allow (Pingora's own limit).
+pub const MAX_HEADERS_CEILING: usize = 256;
 
 /// The limits, from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -142,24 +145,21 @@ pub enum Inspection {
     Refused(Refusal),
 }
 
-/// The header lines of a head (or of the whole lines read so far).
-fn field_lines(head: &[u8]) -> Vec<&[u8]> {
-    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
-    let mut lines: Vec<&[u8]> = head[start..].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).collect();
-    if !head.ends_with(b"\n") {
-        lines.pop(); // the last line is not complete yet
-    }
-    lines.into_iter().skip(1).take_while(|l| !l.is_empty()).collect()
-}
-
-/// Line-level checks httparse does not explain well: counts and folded lines.
+/// Line-level checks httparse does not explain well: counts and folded lines. Only
+/// whole lines are judged (the last one may still be arriving).
 fn check_lines(head: &[u8], limits: &Limits) -> Result<(), Refusal> {
-    let fields = field_lines(head);
-    if fields.len() > limits.max_headers {
-        return Err(TOO_MANY_HEADERS);
-    }
-    if fields.iter().any(|l| l.starts_with(b" ") || l.starts_with(b"\t")) {
-        return Err(OBS_FOLD);
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
+    let complete = head.iter().rposition(|&b| b == b'\n').map_or(start, |last| (last + 1).max(start));
+    let lines = head[start..complete].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut fields = 0;
+    for line in lines.skip(1).take_while(|l| !l.is_empty()) {
+        fields += 1;
+        if fields > limits.max_headers {
+            return Err(TOO_MANY_HEADERS);
+        }
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
+            return Err(OBS_FOLD);
+        }
     }
     Ok(())
 }
@@ -201,8 +201,8 @@ pub fn inspect(buf: &[u8], limits: &Limits) -> Inspection {
     if let Err(refusal) = check_lines(region, limits) {
         return Inspection::Refused(refusal);
     }
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_CEILING];
+    let mut req = httparse::Request::new(&mut headers[..limits.max_headers.min(MAX_HEADERS_CEILING)]);
     match req.parse(region) {
         Ok(httparse::Status::Complete(_)) => match check_framing(&req) {
             Ok(()) => Inspection::Complete,
@@ -262,7 +262,8 @@ impl Gate {
             // Never hold more than the limit (plus one byte, to see it was passed).
             let room = (self.limits.max_header_bytes + 1 - buf.len()) as u64;
             buf.reserve(4096);
-            match timeout_at(deadline, (&mut *stream).take(room).read_buf(&mut buf)).await {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, (&mut *stream).take(room).read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => return Head::Closed,
                 Err(_) if buf.is_empty() && reused => return Head::Closed,
@@ -289,7 +290,7 @@ async fn refuse(stream: &mut Stream, refusal: Refusal) {
     let mut drained = 0;
     let until = Instant::now() + LINGER;
     while drained < LINGER_BYTES {
-        match timeout_at(until, stream.read(&mut sink)).await {
+        match timeout(until.saturating_duration_since(Instant::now()), stream.read(&mut sink)).await {
             Ok(Ok(n)) if n > 0 => drained += n,
             _ => break,
         }
