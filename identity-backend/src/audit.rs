@@ -41,6 +41,10 @@ pub enum Action {
     UserDelete,
     PasswordChange,
     ClientCreate,
+    ClientDisable,
+    ClientEnable,
+    ClientDelete,
+    ClientSecretRotate,
 }
 
 impl Action {
@@ -64,6 +68,10 @@ impl Action {
             Action::UserDelete => "user.delete",
             Action::PasswordChange => "user.password_change",
             Action::ClientCreate => "client.create",
+            Action::ClientDisable => "client.disable",
+            Action::ClientEnable => "client.enable",
+            Action::ClientDelete => "client.delete",
+            Action::ClientSecretRotate => "client.secret_rotate",
         }
     }
 }

@@ -35,6 +35,8 @@ pub fn api_router(state: SharedState) -> Router {
         .route("/v1/auth/logout-all", post(sessions::logout_all))
         .route("/v1/auth/reauthenticate", post(sessions::reauthenticate))
         .route("/v1/clients", post(clients::create))
+        .route("/v1/clients/{id}", axum::routing::patch(clients::update).delete(clients::delete))
+        .route("/v1/clients/{id}/secret", post(clients::rotate_secret))
         .route("/oauth/token", post(token::token))
         .route("/oauth/introspect", post(introspect::introspect))
         .route("/oauth/revoke", post(introspect::revoke))

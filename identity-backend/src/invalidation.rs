@@ -26,6 +26,9 @@ pub enum Invalidation {
     RevokedBefore { user_id: Uuid, at_ms: i64 },
     /// The user record changed (or is gone): cached copies are stale.
     UserChanged(Uuid),
+    /// Every token of the OAuth client created at or before `at_ms` is revoked, and
+    /// credentials of it that proxies verified earlier must be verified again.
+    ClientRevokedBefore { client_id: String, at_ms: i64 },
 }
 
 impl Invalidation {
@@ -34,6 +37,7 @@ impl Invalidation {
             Invalidation::Tombstone(key) => ("tombstone", key.clone(), 0),
             Invalidation::RevokedBefore { user_id, at_ms } => ("revoked_before", user_id.to_string(), *at_ms),
             Invalidation::UserChanged(user_id) => ("user_changed", user_id.to_string(), 0),
+            Invalidation::ClientRevokedBefore { client_id, at_ms } => ("client_revoked_before", client_id.clone(), *at_ms),
         }
     }
 
@@ -42,6 +46,7 @@ impl Invalidation {
             "tombstone" => Invalidation::Tombstone(key),
             "revoked_before" => Invalidation::RevokedBefore { user_id: key.parse().ok()?, at_ms: value },
             "user_changed" => Invalidation::UserChanged(key.parse().ok()?),
+            "client_revoked_before" => Invalidation::ClientRevokedBefore { client_id: key, at_ms: value },
             _ => return None,
         })
     }
@@ -120,6 +125,15 @@ impl Invalidator {
                     let key = cache::user_version_key(&user_id.to_string());
                     pipe.incr(&key, 1).ignore().pexpire(&key, ttl as i64).ignore();
                     pipe.del(cache::user_key(user_id)).ignore();
+                }
+                Invalidation::ClientRevokedBefore { client_id, at_ms } => {
+                    pipe.cmd("EVAL")
+                        .arg(cache::RAISE_CLIENT_MARKER_SCRIPT)
+                        .arg(1)
+                        .arg(cache::client_revoked_before_key(client_id))
+                        .arg(*at_ms)
+                        .arg(ttl)
+                        .ignore();
                 }
             }
         }

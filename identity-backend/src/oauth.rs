@@ -47,7 +47,7 @@ impl Client {
 
 const CLIENT_BY_ID: Query = Query {
     name: "client_by_id",
-    sql: "SELECT client_id, secret_digest, grant_types, scopes FROM oauth_clients WHERE client_id = $1",
+    sql: "SELECT client_id, secret_digest, grant_types, scopes FROM oauth_clients WHERE client_id = $1 AND NOT disabled",
 };
 
 /// Authenticates the calling client by HTTP Basic (RFC 6749 §2.3.1, with its

@@ -29,6 +29,22 @@ const REVOKE_ALL_FOR_USER: Query = Query {
                  (SELECT max(c) FROM (SELECT created_at FROM s UNION ALL SELECT created_at FROM t) AS all_created(c))",
 };
 
+/// Every live token of one OAuth client; returns how many and the newest creation time.
+const REVOKE_ALL_FOR_CLIENT: Query = Query {
+    name: "revoke_all_for_client",
+    sql: "WITH t AS (UPDATE oauth_tokens SET revoked = true WHERE client_id = $1 AND NOT revoked RETURNING created_at)
+          SELECT count(*), max(created_at) FROM t",
+};
+
+/// Deletes a client (its tokens go with it, by cascade); returns whether it existed and
+/// the newest creation time among its tokens.
+const DELETE_CLIENT: Query = Query {
+    name: "client_delete",
+    sql: "WITH newest AS (SELECT max(created_at) AS created FROM oauth_tokens WHERE client_id = $1),
+               gone AS (DELETE FROM oauth_clients WHERE client_id = $1 RETURNING client_id)
+          SELECT (SELECT count(*) FROM gone), (SELECT created FROM newest)",
+};
+
 const REVOKE_TOKEN: Query = Query {
     name: "revoke_token",
     sql: "UPDATE oauth_tokens SET revoked = true WHERE id = $1 AND NOT revoked RETURNING access_token, refresh_token",
@@ -86,6 +102,34 @@ pub async fn revoke_family(state: &AppState, conn: &Conn<'_>, family_id: Uuid) -
     let rows = conn.query(&REVOKE_FAMILY, &[&family_id]).await?;
     state.invalidator.publish(conn, &state.metrics, token_tombstones(&rows)).await?;
     Ok(rows.len() as u64)
+}
+
+/// The client marker covering every token created up to now (or up to the newest
+/// revoked one, if a backend with a clock ahead of this one issued it). The time is
+/// taken after the statement, so a token committed before it is covered.
+fn client_marker(client_id: &str, newest: Option<DateTime<Utc>>) -> Invalidation {
+    let now = Utc::now();
+    let at_ms = newest.map_or(now, |n| n.max(now)).timestamp_millis();
+    Invalidation::ClientRevokedBefore { client_id: client_id.to_string(), at_ms }
+}
+
+/// Every token of an OAuth client stops working, on every replica, and proxies forget
+/// the client's credentials they verified (disable, secret rotation). Returns how many
+/// tokens it revoked.
+pub async fn revoke_all_for_client(state: &AppState, conn: &Conn<'_>, client_id: &str) -> ApiResult<i64> {
+    let row = conn.query_one(&REVOKE_ALL_FOR_CLIENT, &[&client_id]).await?;
+    state.invalidator.publish(conn, &state.metrics, vec![client_marker(client_id, row.get(1))]).await?;
+    Ok(row.get(0))
+}
+
+/// Deletes an OAuth client with every token it holds; `false` if there was none.
+pub async fn delete_client(state: &AppState, conn: &Conn<'_>, client_id: &str) -> ApiResult<bool> {
+    let row = conn.query_one(&DELETE_CLIENT, &[&client_id]).await?;
+    if row.get::<_, i64>(0) == 0 {
+        return Ok(false);
+    }
+    state.invalidator.publish(conn, &state.metrics, vec![client_marker(client_id, row.get(1))]).await?;
+    Ok(true)
 }
 
 /// The user is gone, and with them (by cascade) every session and token.

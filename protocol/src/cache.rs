@@ -10,6 +10,11 @@
 //!   however many credentials the user has.
 //! - `uver:{user}`: the user record's version, bumped on every change, so a `user:{id}`
 //!   entry filled from a read older than the change is ignored.
+//! - `client_revoked_before:{client}` (Unix ms): every token of the OAuth client created
+//!   at or before it is revoked (client disabled, deleted, or its secret rotated). It
+//!   also tells the proxies to forget the client's credentials they verified earlier:
+//!   a proxy remembers the marker's value it saw when the backend accepted them, and
+//!   any change makes them unverified again (docs/caching.md, "Client lifecycle").
 
 use sha2::{Digest, Sha256};
 
@@ -54,6 +59,10 @@ pub fn user_version_key(user_id: &str) -> String {
     format!("uver:{user_id}")
 }
 
+pub fn client_revoked_before_key(client_id: &str) -> String {
+    format!("client_revoked_before:{client_id}")
+}
+
 /// Sets `revoked_before:{user}` to the larger of its value and `ARGV[1]`, with TTL
 /// `ARGV[2]` ms. KEYS[1] = the marker key.
 pub const RAISE_REVOKED_BEFORE_SCRIPT: &str = r"
@@ -64,23 +73,45 @@ redis.call('SET', KEYS[1], tostring(current), 'PX', ARGV[2])
 return current
 ";
 
+/// Like [`RAISE_REVOKED_BEFORE_SCRIPT`] for `client_revoked_before:{client}`, but the
+/// value always moves (at least by 1 ms): proxies compare it for equality to decide
+/// whether credentials they verified are still good, so every lifecycle change must
+/// change it. KEYS[1] = the marker key; ARGV = at ms, TTL ms.
+pub const RAISE_CLIENT_MARKER_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if wanted > current then current = wanted else current = current + 1 end
+redis.call('SET', KEYS[1], tostring(current), 'PX', ARGV[2])
+return current
+";
+
 /// Reads one cache entry and checks it against the revocation markers, in one round
-/// trip. KEYS[1] = entry key. Returns `{status, value}`:
+/// trip. KEYS[1] = entry key; ARGV[1] = the user id when the entry is a user record;
+/// ARGV[2], ARGV[3] = the client whose remembered credentials authorize this read and
+/// the `client_revoked_before` value seen when they were verified (empty when no client
+/// credentials are involved). Returns `{status, value}`:
 /// - `{"hit", body}`: a live entry;
 /// - `{"revoked", ""}`: a tombstone — the credential is revoked, no lookup needed;
-/// - `{"miss", user_version}`: absent, or older than its user's markers (then only the
-///   backend can say), with the user version to fill against when the entry is a user.
+/// - `{"miss", user_version}`: absent, or older than its user's or client's markers
+///   (then only the backend can say), with the user version to fill against when the
+///   entry is a user;
+/// - `{"caller", ""}`: the calling client's marker moved since its credentials were
+///   verified: they must be verified again before anything is answered.
 ///
-/// Entries are stored as `{created_ms}|{user_id}|{user_version}|{body}`; the first three
-/// fields may be empty.
+/// Entries are stored as `{created_ms}|{user_id}|{user_version}|{client_id}|{body}`; the
+/// first four fields may be empty. An entry in any other shape is a miss.
 pub const LOOKUP_SCRIPT: &str = r"
+if ARGV[2] ~= '' then
+  local seen = redis.call('GET', 'client_revoked_before:' .. ARGV[2]) or '0'
+  if seen ~= ARGV[3] then return {'caller', ''} end
+end
 local v = redis.call('GET', KEYS[1])
 if not v then
   if ARGV[1] ~= '' then return {'miss', redis.call('GET', 'uver:' .. ARGV[1]) or '0'} end
   return {'miss', ''}
 end
 if v == 'revoked' then return {'revoked', ''} end
-local created, user, version, body = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+local created, user, version, client, body = string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
 if not body then return {'miss', ''} end
 if user ~= '' then
   if created ~= '' then
@@ -92,13 +123,18 @@ if user ~= '' then
     if current ~= version then return {'miss', current} end
   end
 end
+if client ~= '' and created ~= '' then
+  local crb = redis.call('GET', 'client_revoked_before:' .. client)
+  if crb and tonumber(crb) >= tonumber(created) then return {'miss', ''} end
+end
 return {'hit', body}
 ";
 
 /// Writes a cache entry unless a revocation happened since the data was read: not over
-/// a tombstone, not for a credential at or before its user's `revoked_before`, and not
-/// for a user record whose version moved. KEYS[1] = entry key; ARGV = value (entry
-/// format as in [`LOOKUP_SCRIPT`]), TTL ms, user id, created ms, user version.
+/// a tombstone, not for a credential at or before its user's or its client's
+/// `revoked_before`, and not for a user record whose version moved. KEYS[1] = entry
+/// key; ARGV = value (entry format as in [`LOOKUP_SCRIPT`]), TTL ms, user id, created
+/// ms, user version, client id.
 pub const FILL_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == 'revoked' then return 0 end
 if ARGV[3] ~= '' then
@@ -111,17 +147,22 @@ if ARGV[3] ~= '' then
     if current ~= ARGV[5] then return 0 end
   end
 end
+if ARGV[6] ~= '' and ARGV[4] ~= '' then
+  local crb = redis.call('GET', 'client_revoked_before:' .. ARGV[6])
+  if crb and tonumber(crb) >= tonumber(ARGV[4]) then return 0 end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
 /// Formats a cache entry for [`FILL_SCRIPT`] / [`LOOKUP_SCRIPT`].
-pub fn entry(created_ms: Option<i64>, user_id: Option<&str>, user_version: Option<&str>, body: &str) -> String {
+pub fn entry(created_ms: Option<i64>, user_id: Option<&str>, user_version: Option<&str>, client_id: Option<&str>, body: &str) -> String {
     format!(
-        "{}|{}|{}|{body}",
+        "{}|{}|{}|{}|{body}",
         created_ms.map(|c| c.to_string()).unwrap_or_default(),
         user_id.unwrap_or_default(),
-        user_version.unwrap_or_default()
+        user_version.unwrap_or_default(),
+        client_id.unwrap_or_default()
     )
 }
 
@@ -192,7 +233,8 @@ mod tests {
 
     #[test]
     fn entry_format() {
-        assert_eq!(entry(Some(5), Some("u"), None, "{\"a\":1}"), "5|u||{\"a\":1}");
-        assert_eq!(entry(None, None, None, "x|y"), "|||x|y");
+        assert_eq!(entry(Some(5), Some("u"), None, None, "{\"a\":1}"), "5|u|||{\"a\":1}");
+        assert_eq!(entry(Some(5), None, None, Some("c"), "{}"), "5|||c|{}");
+        assert_eq!(entry(None, None, None, None, "x|y"), "||||x|y");
     }
 }

@@ -7,5 +7,7 @@ pub mod cache;
 pub mod env;
 pub mod metrics;
 pub mod process;
+pub mod forwarded;
+pub mod introspection;
 pub mod telemetry;
 pub mod token;

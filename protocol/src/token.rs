@@ -10,6 +10,10 @@
 //!   It is a checksum, not a signature: the database digest lookup is what authenticates.
 //!
 //! Only `sha256(token)` is stored or used as a cache key.
+//!
+//! A token stamped further in the future than [`MAX_CLOCK_SKEW_MS`] was not issued by
+//! any backend: [`parse`] refuses it like a bad checksum, so it costs no lookup
+//! anywhere (docs/security.md, "Forged tokens").
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -75,8 +79,22 @@ pub fn generate(kind: TokenKind, now: DateTime<Utc>) -> String {
     format!("{}_{}", kind.prefix(), URL_SAFE_NO_PAD.encode(payload))
 }
 
-/// Parses a token's format; `None` for anything malformed or with a bad checksum.
+/// How far ahead of the reader's clock a token's stamp may be: the clock difference
+/// tolerated between the backend that issued it and the sidecar that reads it.
+pub const MAX_CLOCK_SKEW_MS: i64 = 30_000;
+
+/// Parses a token's format; `None` for anything malformed, with a bad checksum, or
+/// stamped more than [`MAX_CLOCK_SKEW_MS`] after now.
 pub fn parse(token: &str) -> Option<TokenInfo> {
+    parse_at(token, Utc::now())
+}
+
+/// [`parse`] against a given clock.
+pub fn parse_at(token: &str, now: DateTime<Utc>) -> Option<TokenInfo> {
+    parse_format(token).filter(|info| info.issued_at.timestamp_millis() <= now.timestamp_millis().saturating_add(MAX_CLOCK_SKEW_MS))
+}
+
+fn parse_format(token: &str) -> Option<TokenInfo> {
     let (prefix, encoded) = token.split_once('_')?;
     let kind = TokenKind::ALL.into_iter().find(|k| k.prefix() == prefix)?;
     if encoded.len() != ENCODED_LEN {
@@ -157,6 +175,17 @@ mod tests {
         }
         assert!(parse_kind(&t, TokenKind::Access).is_none());
         assert!(parse_kind(&t, TokenKind::Session).is_some());
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused() {
+        let now = at(1_780_000_000_000);
+        let within = generate(TokenKind::Access, at(1_780_000_000_000 + MAX_CLOCK_SKEW_MS));
+        assert!(parse_at(&within, now).is_some(), "clock skew is tolerated");
+        let ahead = generate(TokenKind::Access, at(1_780_000_000_000 + MAX_CLOCK_SKEW_MS + 1));
+        assert_eq!(parse_at(&ahead, now), None);
+        let next_year = generate(TokenKind::Session, Utc::now() + chrono::Duration::days(365));
+        assert_eq!(parse(&next_year), None);
     }
 
     #[test]

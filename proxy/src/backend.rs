@@ -18,6 +18,7 @@ pub struct Unavailable;
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -53,8 +54,9 @@ impl BackendClient {
         let reply = match result {
             Ok(r) => {
                 let status = r.status();
+                let headers = r.headers().clone();
                 match r.bytes().await {
-                    Ok(body) => Ok(Reply { status, body }),
+                    Ok(body) => Ok(Reply { status, headers, body }),
                     Err(_) => Err(Unavailable),
                 }
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use quantaid_protocol::cache;
 use quantaid_protocol::env::Env;
+use quantaid_protocol::forwarded::{self, IpNet};
 
 pub const LISTEN_ADDR: &str = "QUANTAID_PROXY_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_PROXY_METRICS_ADDR";
@@ -32,6 +33,12 @@ pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
 pub const THREADS: &str = "QUANTAID_PROXY_THREADS";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_PROXY_SHUTDOWN_GRACE_SECS";
 pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+pub const TRUSTED_INGRESS: &str = "QUANTAID_PROXY_TRUSTED_INGRESS";
+pub const MAX_HEADER_BYTES: &str = "QUANTAID_PROXY_MAX_HEADER_BYTES";
+pub const MAX_HEADERS: &str = "QUANTAID_PROXY_MAX_HEADERS";
+pub const HEADER_TIMEOUT_MS: &str = "QUANTAID_PROXY_HEADER_TIMEOUT_MS";
+pub const BODY_TIMEOUT_MS: &str = "QUANTAID_PROXY_BODY_TIMEOUT_MS";
+pub const MAX_CONNECTIONS: &str = "QUANTAID_PROXY_MAX_CONNECTIONS";
 /// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
@@ -73,6 +80,20 @@ pub struct Config {
     pub otlp_enabled: bool,
     /// Export log lines over OTLP/HTTP as well (deploy/grafana/README.md).
     pub otlp_logs_enabled: bool,
+    /// Peers (an ingress, a mesh gateway) whose `X-Forwarded-For` is believed; any other
+    /// peer is itself the client (docs/security.md).
+    pub trusted_ingress: Vec<IpNet>,
+    /// Largest request head (request line and headers) accepted: `431` beyond.
+    pub max_header_bytes: usize,
+    /// Most header lines in one request: `431` beyond.
+    pub max_headers: usize,
+    /// Time a connection has to deliver a whole request head, from its first byte (from
+    /// the connection's start for its first request).
+    pub header_timeout: Duration,
+    /// Time a request has to deliver its whole body once its head is in.
+    pub body_timeout: Duration,
+    /// Client connections one replica holds at once; beyond, new ones get `503`.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -110,7 +131,22 @@ impl Config {
             log_level: env.get(LOG_LEVEL, "info"),
             otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
             otlp_logs_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_LOGS_ENDPOINT]),
+            trusted_ingress: forwarded::parse_nets(&env.get(TRUSTED_INGRESS, "")).map_err(|e| anyhow::anyhow!("{TRUSTED_INGRESS}: {e}"))?,
+            max_header_bytes: env.parse(MAX_HEADER_BYTES, "32768")?,
+            max_headers: env.parse(MAX_HEADERS, "100")?,
+            header_timeout: env.millis(HEADER_TIMEOUT_MS, "10000")?,
+            body_timeout: env.millis(BODY_TIMEOUT_MS, "30000")?,
+            max_connections: env.parse(MAX_CONNECTIONS, "4096")?,
         };
+        if !(16_384..=65_536).contains(&config.max_header_bytes) {
+            bail!("{MAX_HEADER_BYTES} must be between 16384 and 65536");
+        }
+        if !(16..=256).contains(&config.max_headers) {
+            bail!("{MAX_HEADERS} must be between 16 and 256");
+        }
+        if config.header_timeout.is_zero() || config.body_timeout.is_zero() || config.max_connections == 0 {
+            bail!("{HEADER_TIMEOUT_MS}, {BODY_TIMEOUT_MS} and {MAX_CONNECTIONS} must be positive");
+        }
         if !(0.0001..0.5).contains(&config.bloom_fp_rate) {
             bail!("{BLOOM_FP_RATE} must be between 0.0001 and 0.5");
         }
@@ -147,5 +183,12 @@ mod tests {
         assert!(err.contains(REDIS_TIMEOUT_MS), "{err}");
         assert!(config(&[(SESSION_TTL_SECS, "3500")]).is_err(), "TTL past the marker lifetime");
         assert_eq!(config(&[(REDIS_HOST, "none")]).unwrap().redis_url, None);
+        assert_eq!((c.max_header_bytes, c.max_headers, c.max_connections), (32768, 100, 4096));
+        assert!(c.trusted_ingress.is_empty());
+        assert_eq!(config(&[(TRUSTED_INGRESS, "10.0.0.0/8, 192.168.1.1")]).unwrap().trusted_ingress.len(), 2);
+        for bad in [(TRUSTED_INGRESS, "10.0.0.0/40"), (MAX_HEADER_BYTES, "1048576"), (MAX_HEADERS, "1000"), (MAX_CONNECTIONS, "0")] {
+            let err = config(&[bad]).unwrap_err().to_string();
+            assert!(err.contains(bad.0), "{err}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod cache;
 pub mod config;
+pub mod gate;
 pub mod lookup;
 pub mod maintenance;
 pub mod metrics;
@@ -15,15 +16,17 @@ pub mod singleflight;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pingora::proxy::http_proxy_service;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 use crate::backend::BackendClient;
 use crate::cache::breaker::Breaker;
 use crate::cache::redis::{RedisCache, RedisTarget};
 use crate::config::Config;
+use crate::gate::Gate;
 use crate::lookup::Lookups;
 use crate::maintenance::Maintenance;
 use crate::service::QuantaProxy;
@@ -46,7 +49,10 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     let redis = RedisCache::new(target, config.redis_timeout, Breaker::new(config.breaker_failures, config.breaker_open));
     let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
 
-    let mut proxy = http_proxy_service(&server.configuration, QuantaProxy { lookups: lookups.clone(), config: config.clone() });
+    // Client connections pass the gate (head limits, deadlines, connection cap) before
+    // Pingora's proxy sees them.
+    let proxy = http_proxy(&server.configuration, QuantaProxy { lookups: lookups.clone(), config: config.clone() });
+    let mut proxy = Service::new("QuantaID proxy".to_string(), Gate::new(proxy, &config));
     proxy.add_tcp(&config.listen_addr.to_string());
     let maintenance = background_service("maintenance", Maintenance { lookups, config: config.clone() });
     let mut metrics = pingora_prometheus::prometheus_http_service();

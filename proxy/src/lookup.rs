@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use http::{HeaderValue, StatusCode};
 use quantaid_protocol::cache::{self, entry};
+use quantaid_protocol::introspection::Introspector;
 use quantaid_protocol::token::{self, TokenKind};
 use serde_json::Value;
 use uuid::Uuid;
@@ -32,6 +33,10 @@ pub enum Answer {
     NotFound,
     /// The backend refused the caller (a credential revoked a moment ago): passed on.
     Refused(StatusCode, Arc<str>),
+    /// The remembered client credentials authorizing this read cannot be relied on (the
+    /// client changed since they were verified, or Redis cannot say): the backend must
+    /// verify them again.
+    CallerStale,
 }
 
 pub type LookupResult = Result<Answer, Unavailable>;
@@ -48,6 +53,8 @@ struct Fill {
     user_id: Option<String>,
     created_ms: Option<i64>,
     user_version: Option<String>,
+    /// The OAuth client a token belongs to (its `client_revoked_before` marker applies).
+    client_id: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -75,6 +82,17 @@ pub enum Caller {
     Token { user_id: Option<String>, scopes: String },
 }
 
+/// Client credentials the backend accepted, remembered by this replica.
+#[derive(Clone, Debug)]
+pub struct VerifiedClient {
+    /// Who the client is and which tokens it may introspect.
+    pub introspector: Introspector,
+    /// The client's `client_revoked_before` marker when the backend accepted the
+    /// credentials ("0": none); any change makes them unverified again.
+    pub marker: String,
+    until: Instant,
+}
+
 pub struct Lookups {
     pub redis: RedisCache,
     pub bloom: BloomGuard,
@@ -82,7 +100,7 @@ pub struct Lookups {
     flights: SingleFlight<LookupResult>,
     /// Client credentials (digest of `id:secret`) the backend accepted recently, so a
     /// cached introspection needs no backend call to authenticate its caller.
-    verified_clients: Mutex<HashMap<String, Instant>>,
+    verified_clients: Mutex<HashMap<String, VerifiedClient>>,
     admin_token_digest: Option<String>,
     config: Arc<Config>,
 }
@@ -110,16 +128,36 @@ impl Lookups {
     }
 
     /// The shared path: Bloom → Redis → single-flight backend call → guarded fill.
-    async fn cached<F>(&self, kind: Kind, key: &str, created_ms: i64, flight_key: &str, fetch: impl FnOnce(Option<String>) -> F) -> LookupResult
+    /// `caller` is the remembered client whose credentials authorize the read, checked
+    /// in the same Redis round trip.
+    async fn cached<F>(
+        &self,
+        kind: Kind,
+        key: &str,
+        created_ms: i64,
+        flight_key: &str,
+        caller: Option<&VerifiedClient>,
+        fetch: impl FnOnce(Option<String>) -> F,
+    ) -> LookupResult
     where
         F: Future<Output = Result<Fetched, Unavailable>>,
     {
-        if self.bloom.definitely_absent(key, created_ms) {
+        let absent = self.bloom.definitely_absent(key, created_ms);
+        if absent && caller.is_none() {
             METRICS.bloom_rejections.with_label_values(&["absent"]).inc();
             return Ok(Answer::NotFound);
         }
         let user_id = matches!(kind, Kind::User).then(|| key.trim_start_matches("user:"));
-        let (user_version, may_fill) = match self.redis.lookup(key, user_id).await {
+        let caller_check = caller.map(|c| (c.introspector.client_id.as_str(), c.marker.as_str()));
+        let cached = self.redis.lookup(key, user_id, caller_check).await;
+        if caller.is_some() && matches!(cached, Cached::CallerStale | Cached::Unavailable) {
+            return Ok(Answer::CallerStale);
+        }
+        if absent {
+            METRICS.bloom_rejections.with_label_values(&["absent"]).inc();
+            return Ok(Answer::NotFound);
+        }
+        let (user_version, may_fill) = match cached {
             Cached::Hit(body) => {
                 METRICS.cache_hits.with_label_values(&[kind.label()]).inc();
                 return Ok(if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) });
@@ -132,7 +170,7 @@ impl Lookups {
                 METRICS.cache_misses.with_label_values(&[kind.label()]).inc();
                 (user_version, true)
             }
-            Cached::Unavailable => {
+            Cached::Unavailable | Cached::CallerStale => {
                 METRICS.cache_misses.with_label_values(&[kind.label()]).inc();
                 if self.config.redis_url.is_some() {
                     METRICS.cache_fallback.inc();
@@ -144,18 +182,22 @@ impl Lookups {
             .run(flight_key, || async move {
                 let fetched = fetch(user_version).await?;
                 if let (true, Some(fill)) = (may_fill, fetched.fill) {
-                    let entry = entry(fill.created_ms, fill.user_id.as_deref(), fill.user_version.as_deref(), &fill.body);
-                    self.redis
-                        .fill(key, &entry, fill.ttl, fill.user_id.as_deref(), fill.created_ms, fill.user_version.as_deref())
-                        .await;
+                    self.fill(key, &fill).await;
                 }
                 Ok(fetched.answer)
             })
             .await
     }
 
+    async fn fill(&self, key: &str, fill: &Fill) {
+        let (user_id, user_version, client_id) = (fill.user_id.as_deref(), fill.user_version.as_deref(), fill.client_id.as_deref());
+        let entry = entry(fill.created_ms, user_id, user_version, client_id, &fill.body);
+        self.redis.fill(key, &entry, fill.ttl, user_id, fill.created_ms, user_version, client_id).await;
+    }
+
     fn negative(&self, user_id: Option<String>, created_ms: Option<i64>, user_version: Option<String>) -> Option<Fill> {
-        Some(Fill { body: NEGATIVE.into(), ttl: jittered_ttl(self.config.negative_ttl, None), user_id, created_ms, user_version })
+        let ttl = jittered_ttl(self.config.negative_ttl, None);
+        Some(Fill { body: NEGATIVE.into(), ttl, user_id, created_ms, user_version, client_id: None })
     }
 
     /// A session token's session (`GET /v1/auth/session` body), cached under
@@ -167,7 +209,7 @@ impl Lookups {
         };
         let created_ms = info.issued_at.timestamp_millis();
         let key = cache::session_key(session_token);
-        self.cached(Kind::Session, &key, created_ms, &key, |_| async move {
+        self.cached(Kind::Session, &key, created_ms, &key, None, |_| async move {
             let reply = self.backend.session(session_token, trace).await?;
             match reply.status {
                 StatusCode::OK => {
@@ -178,7 +220,7 @@ impl Lookups {
                         .map(|e| e.timestamp());
                     let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
                     let ttl = jittered_ttl(self.config.session_ttl, Some(expires.and_then(until).unwrap_or_default()));
-                    let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None };
+                    let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None, client_id: None };
                     Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
                 }
                 StatusCode::UNAUTHORIZED => Ok(Fetched { answer: Answer::NotFound, fill: self.negative(None, None, None) }),
@@ -191,6 +233,13 @@ impl Lookups {
     /// A token's RFC 7662 introspection body, cached under `token:{sha256}` for its
     /// remaining lifetime (less up to 10% jitter, and within the cache's maximum TTL).
     pub async fn token(&self, presented: &str, trace: Option<&HeaderValue>) -> LookupResult {
+        self.token_as(presented, None, trace).await
+    }
+
+    /// [`Self::token`] on behalf of a remembered client: `Answer::CallerStale` when its
+    /// credentials must be verified again first. The answer is the full one; what the
+    /// client may see of it is `Introspector::visible`.
+    pub async fn token_as(&self, presented: &str, caller: Option<&VerifiedClient>, trace: Option<&HeaderValue>) -> LookupResult {
         let info = token::parse(presented).filter(|t| matches!(t.kind, TokenKind::Access | TokenKind::Refresh));
         let Some(info) = info else {
             METRICS.bloom_rejections.with_label_values(&["malformed"]).inc();
@@ -198,7 +247,7 @@ impl Lookups {
         };
         let created_ms = info.issued_at.timestamp_millis();
         let key = cache::token_key(presented);
-        self.cached(Kind::Token, &key, created_ms, &key, |_| async move {
+        self.cached(Kind::Token, &key, created_ms, &key, caller, |_| async move {
             let reply = self.backend.introspect_internal(presented, trace).await?;
             self.token_fetched(reply, created_ms)
         })
@@ -217,8 +266,9 @@ impl Lookups {
         let user_id = body.get("username").and(json_field(&body, "sub")).map(str::to_string);
         let remaining = body.get("exp").and_then(Value::as_i64).and_then(until).unwrap_or_default();
         let ttl = jittered_ttl(remaining, Some(remaining.min(self.config.cache_max_ttl)));
+        let client_id = json_field(&body, "client_id").map(str::to_string);
         let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
-        let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None };
+        let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None, client_id };
         Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
     }
 
@@ -233,14 +283,14 @@ impl Lookups {
         let key = cache::user_key(&id);
         let flight_key = format!("{key}#{}", cache::hex_digest(authorization.to_str().unwrap_or_default()));
         let user_id = id.to_string();
-        self.cached(Kind::User, &key, created_ms, &flight_key, |user_version| async move {
+        self.cached(Kind::User, &key, created_ms, &flight_key, None, |user_version| async move {
             let reply = self.backend.user(&id, authorization, trace).await?;
             let version = Some(user_version.unwrap_or_else(|| "0".into()));
             match reply.status {
                 StatusCode::OK => {
                     let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
                     let ttl = jittered_ttl(self.config.user_ttl, None);
-                    let fill = Fill { body: text.clone(), ttl, user_id: Some(user_id), created_ms: None, user_version: version };
+                    let fill = Fill { body: text.clone(), ttl, user_id: Some(user_id), created_ms: None, user_version: version, client_id: None };
                     Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
                 }
                 StatusCode::NOT_FOUND => Ok(Fetched { answer: Answer::NotFound, fill: self.negative(Some(user_id), None, version) }),
@@ -282,18 +332,33 @@ impl Lookups {
         }
     }
 
-    pub fn client_verified(&self, credential_digest: &str) -> bool {
+    /// Client credentials (digest of what was presented) the backend accepted recently.
+    pub fn verified_client(&self, credential_digest: &str) -> Option<VerifiedClient> {
         let clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.get(credential_digest).is_some_and(|until| Instant::now() < *until)
+        clients.get(credential_digest).filter(|c| Instant::now() < c.until).cloned()
     }
 
-    pub fn remember_client(&self, credential_digest: String) {
+    /// The client's lifecycle marker as Redis holds it now ("0": none); `None` when
+    /// Redis cannot say, and then nothing may be remembered.
+    pub async fn client_marker(&self, client_id: &str) -> Option<String> {
+        let marker = self.redis.get(&cache::client_revoked_before_key(client_id)).await?;
+        Some(marker.unwrap_or_else(|| "0".into()))
+    }
+
+    /// Remembers credentials the backend accepted, with the client marker read before
+    /// it checked them.
+    pub fn remember_client(&self, credential_digest: String, introspector: Introspector, marker: String) {
         let mut clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() > 10_000 {
             let now = Instant::now();
-            clients.retain(|_, until| *until > now);
+            clients.retain(|_, c| c.until > now);
         }
-        clients.insert(credential_digest, Instant::now() + self.config.client_ttl);
+        let until = Instant::now() + self.config.client_ttl;
+        clients.insert(credential_digest, VerifiedClient { introspector, marker, until });
+    }
+
+    pub fn forget_client(&self, credential_digest: &str) {
+        self.verified_clients.lock().unwrap_or_else(|p| p.into_inner()).remove(credential_digest);
     }
 
     /// Fills the token cache from an introspection the caller's own request obtained.
@@ -301,9 +366,7 @@ impl Lookups {
         let Some(info) = token::parse(presented) else { return };
         let created_ms = info.issued_at.timestamp_millis();
         if let Ok(Fetched { fill: Some(fill), .. }) = self.token_fetched(reply, created_ms) {
-            let key = cache::token_key(presented);
-            let entry = entry(fill.created_ms, fill.user_id.as_deref(), None, &fill.body);
-            self.redis.fill(&key, &entry, fill.ttl, fill.user_id.as_deref(), fill.created_ms, None).await;
+            self.fill(&cache::token_key(presented), &fill).await;
         }
     }
 }

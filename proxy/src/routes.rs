@@ -35,6 +35,8 @@ const TEMPLATES: &[&str] = &[
     "/v1/auth/logout-all",
     "/v1/auth/check",
     "/v1/clients",
+    "/v1/clients/{id}",
+    "/v1/clients/{id}/secret",
     "/v1/userinfo",
     "/v1/audit-logs",
     "/oauth/token",

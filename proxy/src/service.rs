@@ -15,6 +15,8 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::cache::hex_digest;
+use quantaid_protocol::forwarded;
+use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 use quantaid_protocol::token::{self, TokenKind};
 use serde_json::{json, Value};
@@ -40,6 +42,8 @@ pub struct RequestCtx {
     /// This hop's span: exported over OTLP when that is on; ends with the request.
     span: tracing::Span,
     status: u16,
+    /// The request's body must be in by then (`QUANTAID_PROXY_BODY_TIMEOUT_MS`).
+    body_deadline: Instant,
 }
 
 const SESSION_COOKIE: &str = "quantaid_session";
@@ -168,7 +172,8 @@ impl QuantaProxy {
             Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
             Ok(Answer::NotFound) => respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await,
             Ok(Answer::Refused(status, body)) => respond(session, ctx, status, &[], Some(Bytes::from(body.to_string()))).await,
-            Err(Unavailable) => unavailable(session, ctx).await,
+            // Only introspection checks a remembered client; a user read has none.
+            Ok(Answer::CallerStale) | Err(Unavailable) => unavailable(session, ctx).await,
         }
     }
 
@@ -180,10 +185,19 @@ impl QuantaProxy {
             return respond_error(session, ctx, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Content-Type must be application/x-www-form-urlencoded").await;
         }
         let mut body = Vec::new();
-        while let Some(chunk) = session.read_request_body().await? {
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => return body_too_slow(session, ctx).await,
+                Err(e) => return Err(e),
+            };
             body.extend_from_slice(&chunk);
             if body.len() > self.config.max_body_bytes {
                 return respond_error(session, ctx, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body is too large").await;
+            }
+            if !within_body_deadline(session, ctx) {
+                return body_too_slow(session, ctx).await;
             }
         }
         let Ok(text) = std::str::from_utf8(&body) else {
@@ -197,13 +211,19 @@ impl QuantaProxy {
             let (scheme, rest) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
         });
+        // The credentials as presented (their digest names them in this replica's
+        // memory) and the client id they claim (which names its lifecycle marker).
         let client = match (basic, form.iter().find(|(k, _)| k == "client_secret")) {
             (Some(_), Some(_)) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method, not two").await,
-            (Some(encoded), None) => STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()),
-            (None, Some((_, secret))) => form.iter().find(|(k, _)| k == "client_id").map(|(_, id)| format!("{id}:{secret}")),
+            (Some(encoded), None) => STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).map(|decoded| {
+                // RFC 6749 §2.3.1: the id is form-encoded inside Basic, as the backend reads it.
+                let id = decoded.split_once(':').map(|(id, _)| form_decode(id)).unwrap_or_default();
+                (id, decoded)
+            }),
+            (None, Some((_, secret))) => form.iter().find(|(k, _)| k == "client_id").map(|(_, id)| (id.clone(), format!("{id}:{secret}"))),
             (None, None) => None,
         };
-        let Some(client) = client else {
+        let Some((client_id, client)) = client else {
             let headers = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
             return respond(session, ctx, StatusCode::UNAUTHORIZED, &headers, error_body("invalid_client", "client authentication is required")).await;
         };
@@ -211,14 +231,25 @@ impl QuantaProxy {
             return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token").await;
         };
         let client_key = hex_digest(&client);
-        if self.lookups.client_verified(&client_key) {
-            return match self.lookups.token(&presented, Some(&ctx.traceparent)).await {
-                Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
-                Ok(_) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"active\":false}"))).await,
-                Err(Unavailable) => unavailable(session, ctx).await,
-            };
+        if let Some(verified) = self.lookups.verified_client(&client_key) {
+            let inactive = || Some(Bytes::from_static(b"{\"active\":false}"));
+            match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
+                Ok(Answer::Found(body)) => {
+                    // The same rule as the backend's (quantaid_protocol::introspection).
+                    let Ok(full) = serde_json::from_str::<Value>(&body) else { return unavailable(session, ctx).await };
+                    let shown = if verified.introspector.may_see(&full) { Some(Bytes::from(body.to_string())) } else { inactive() };
+                    return respond(session, ctx, StatusCode::OK, &[], shown).await;
+                }
+                // The client changed since its credentials were verified: ask the backend.
+                Ok(Answer::CallerStale) => self.lookups.forget_client(&client_key),
+                Ok(_) => return respond(session, ctx, StatusCode::OK, &[], inactive()).await,
+                Err(Unavailable) => return unavailable(session, ctx).await,
+            }
         }
-        // Unknown client credentials: the backend checks them, on the caller's own request.
+        // Unknown client credentials: the backend checks them, on the caller's own
+        // request. The client's marker is read first, so a change that lands while the
+        // backend checks still makes the remembered credentials stale.
+        let marker = self.lookups.client_marker(&client_id).await;
         let mut headers = http::HeaderMap::new();
         for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
             if let Some(v) = session.req_header().headers.get(&name) {
@@ -229,9 +260,17 @@ impl QuantaProxy {
             Ok(reply) => {
                 let status = reply.status;
                 let body = reply.body.clone();
-                if status == StatusCode::OK {
-                    self.lookups.remember_client(client_key);
-                    self.lookups.fill_token_from(&presented, reply).await;
+                let introspector = reply.headers.get(INTROSPECTOR_HEADER).and_then(|v| v.to_str().ok()).and_then(Introspector::from_header_value);
+                if let (StatusCode::OK, Some(introspector)) = (status, introspector) {
+                    // A caller that may not see every token can get an inactive answer
+                    // for a live token: that one is not the token's answer, not cached.
+                    let complete = serde_json::from_slice::<Value>(&body).is_ok_and(|answer| introspector.answer_is_complete(&answer));
+                    if complete {
+                        self.lookups.fill_token_from(&presented, reply).await;
+                    }
+                    if let Some(marker) = marker.filter(|_| introspector.client_id == client_id) {
+                        self.lookups.remember_client(client_key, introspector, marker);
+                    }
                 }
                 let extra: Vec<(&'static str, String)> =
                     if status == StatusCode::UNAUTHORIZED { vec![("www-authenticate", "Basic realm=\"quantaid\"".into())] } else { vec![] };
@@ -240,6 +279,15 @@ impl QuantaProxy {
             Err(Unavailable) => unavailable(session, ctx).await,
         }
     }
+}
+
+/// One form-encoded value (`+` is a space, `%XX` a byte), as the backend decodes it.
+fn form_decode(raw: &str) -> String {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={raw}"))
+        .ok()
+        .and_then(|mut v| v.pop())
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }
 
 /// An `application/x-www-form-urlencoded` body read as RFC 6749 says: empty values are
@@ -254,6 +302,18 @@ fn parse_form(text: &str) -> std::result::Result<Vec<(String, String)>, String> 
         out.push((k, v));
     }
     Ok(out)
+}
+
+/// Whether the body deadline still holds; if so, the next read may take what is left.
+fn within_body_deadline(session: &mut Session, ctx: &RequestCtx) -> bool {
+    let left = ctx.body_deadline.saturating_duration_since(Instant::now());
+    session.set_read_timeout(Some(left));
+    !left.is_zero()
+}
+
+async fn body_too_slow(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    session.set_keepalive(None);
+    respond_error(session, ctx, StatusCode::REQUEST_TIMEOUT, "invalid_request", "the request body was not received in time").await
 }
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
@@ -273,6 +333,7 @@ impl ProxyHttp for QuantaProxy {
             traceparent: HeaderValue::from_static(""),
             span: tracing::Span::none(),
             status: 0,
+            body_deadline: Instant::now() + self.config.body_timeout,
         }
     }
 
@@ -295,6 +356,11 @@ impl ProxyHttp for QuantaProxy {
         continue_trace(&ctx.span, &ctx.trace_id, parent_span.as_deref());
         let traceparent = format!("00-{}-{}-01", ctx.trace_id, outgoing_span_id(&ctx.span));
         ctx.traceparent = HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
+
+        // The head is in (the gate bounded that); the body gets one overall deadline.
+        // Each read may take what is left of it (see `request_body_filter`).
+        ctx.body_deadline = Instant::now() + self.config.body_timeout;
+        session.set_read_timeout(Some(self.config.body_timeout));
 
         let (route, template) = classify(&session.req_header().method, session.req_header().uri.path());
         ctx.template = template;
@@ -330,15 +396,40 @@ impl ProxyHttp for QuantaProxy {
         Ok(Box::new(peer))
     }
 
-    /// Adds this hop's `traceparent` and the client's address to `X-Forwarded-For`.
+    /// Adds this hop's `traceparent`; sets `X-Forwarded-For` to the client as this hop
+    /// knows it; drops every header only QuantaID's own hops may set.
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
         upstream.insert_header("traceparent", ctx.traceparent.clone())?;
-        if let Some(ip) = client_ip(session) {
-            let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip.to_string(),
-            };
-            upstream.insert_header("x-forwarded-for", forwarded)?;
+        // `X-Quantaid-*` headers are QuantaID's own (forward-auth answers, the backend's
+        // hints to this proxy): one a client sent is a forgery, whatever it says.
+        let forged: Vec<http::HeaderName> =
+            upstream.headers.keys().filter(|name| name.as_str().starts_with("x-quantaid-")).cloned().collect();
+        for name in forged {
+            upstream.remove_header(&name);
+        }
+        // The client's address: the peer itself, or, when the peer is a configured
+        // trusted ingress, the client that ingress saw. Whatever else the client wrote
+        // is dropped, so it cannot choose the address that is throttled and audited.
+        let client = client_ip(session).map(|peer| {
+            let passed = session.req_header().headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            forwarded::client_address(peer, passed, &self.config.trusted_ingress)
+        });
+        for name in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            upstream.remove_header(name);
+        }
+        if let Some(client) = client {
+            upstream.insert_header("x-forwarded-for", client.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A passed-through body that trickles in past the body deadline ends the request
+    /// (`408`, see `fail_to_proxy`).
+    async fn request_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+        if !end_of_stream && !within_body_deadline(session, ctx) {
+            let mut e = Error::explain(ErrorType::ReadTimedout, "request body deadline passed");
+            e.as_down();
+            return Err(e);
         }
         Ok(())
     }
@@ -355,6 +446,7 @@ impl ProxyHttp for QuantaProxy {
         let code = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) => *code,
             (ErrorSource::Upstream, _) => 503,
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => 408,
             (ErrorSource::Downstream, ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed) => 0,
             (ErrorSource::Downstream, _) => 400,
             _ => 500,
@@ -363,6 +455,7 @@ impl ProxyHttp for QuantaProxy {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let (error, description) = match code {
                 503 => ("temporarily_unavailable", "the identity backend is not answering; retry shortly"),
+                408 => ("invalid_request", "the request body was not received in time"),
                 400..=499 => ("invalid_request", "the request could not be read"),
                 _ => ("internal", "internal error"),
             };

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "cache_invalidations", include_str!("../../migrations/0002_cache_invalidations.sql")),
     (3, "created_at_indexes", include_str!("../../migrations/0003_created_at_indexes.sql")),
     (4, "session_reauthentication", include_str!("../../migrations/0004_session_reauthentication.sql")),
+    (5, "client_lifecycle", include_str!("../../migrations/0005_client_lifecycle.sql")),
 ];
 
 /// Arbitrary but fixed key for `pg_advisory_lock`.

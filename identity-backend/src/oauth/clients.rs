@@ -1,6 +1,9 @@
-//! OAuth client registration (admin). The secret is shown once; only its digest is kept.
+//! OAuth client registration and lifecycle (admin): create, disable or enable, rotate
+//! the secret, delete. The secret is shown once; only its digest is kept. Disabling,
+//! rotating and deleting end every token of the client on every replica at once
+//! (`revocation::revoke_all_for_client`), and each change is audited.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,7 +15,8 @@ use crate::audit::{self, Action};
 use crate::auth::Admin;
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{JsonBody, RequestContext};
+use crate::http::extract::{parse_id, JsonBody, RequestContext};
+use crate::revocation;
 use crate::oauth::SUPPORTED_GRANTS;
 use crate::security::token::{self, new_id, TokenKind};
 use crate::users::caller_label;
@@ -23,6 +27,97 @@ const INSERT_CLIENT: Query = Query {
     sql: "INSERT INTO oauth_clients (client_id, secret_digest, name, grant_types, scopes, redirect_uris, created_at)
           VALUES ($1, $2, $3, $4, $5, $6, $7)",
 };
+
+const SET_DISABLED: Query = Query {
+    name: "client_set_disabled",
+    sql: "UPDATE oauth_clients SET disabled = $2 WHERE client_id = $1
+          RETURNING client_id, name, grant_types, scopes, redirect_uris, created_at, disabled",
+};
+const SET_SECRET: Query = Query {
+    name: "client_set_secret",
+    sql: "UPDATE oauth_clients SET secret_digest = $2 WHERE client_id = $1 RETURNING client_id",
+};
+
+fn client_json(r: &tokio_postgres::Row) -> serde_json::Value {
+    json!({
+        "client_id": r.get::<_, String>(0),
+        "name": r.get::<_, String>(1),
+        "grant_types": r.get::<_, Vec<String>>(2),
+        "scopes": r.get::<_, Vec<String>>(3),
+        "redirect_uris": r.get::<_, Vec<String>>(4),
+        "created_at": r.get::<_, chrono::DateTime<Utc>>(5),
+        "disabled": r.get::<_, bool>(6),
+    })
+}
+
+/// Client ids are UUIDs; anything else names no client (and never reaches SQL).
+fn client_id(raw: &str) -> ApiResult<String> {
+    parse_id(raw, "no such client").map(|id| id.to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    disabled: bool,
+}
+
+/// `PATCH /v1/clients/{id}` (admin) with `{"disabled": true|false}`. Disabling revokes
+/// every token of the client; enabling again brings none of them back.
+pub async fn update(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateClient>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = client_id(&id)?;
+    let conn = state.db.conn().await?;
+    let row = conn.query_opt(&SET_DISABLED, &[&id, &body.disabled]).await?.ok_or(ApiError::NotFound("no such client"))?;
+    let (action, revoked) = if body.disabled {
+        (Action::ClientDisable, revocation::revoke_all_for_client(&state, &conn, &id).await?)
+    } else {
+        (Action::ClientEnable, 0)
+    };
+    let details = json!({"client_id": id, "tokens_revoked": revoked, "by": caller_label(&caller)});
+    audit::record(&conn, None, action, ctx.client_ip, details).await?;
+    Ok(Json(client_json(&row)))
+}
+
+/// `POST /v1/clients/{id}/secret` (admin): a new secret, shown once. The old one stops
+/// working at once, and so does every token issued so far.
+pub async fn rotate_secret(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = client_id(&id)?;
+    let secret = token::generate(TokenKind::ClientSecret, Utc::now());
+    let conn = state.db.conn().await?;
+    conn.query_opt(&SET_SECRET, &[&id, &token::digest(&secret)]).await?.ok_or(ApiError::NotFound("no such client"))?;
+    let revoked = revocation::revoke_all_for_client(&state, &conn, &id).await?;
+    let details = json!({"client_id": id, "tokens_revoked": revoked, "by": caller_label(&caller)});
+    audit::record(&conn, None, Action::ClientSecretRotate, ctx.client_ip, details).await?;
+    let mut response = Json(json!({"client_id": id, "client_secret": secret})).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// `DELETE /v1/clients/{id}` (admin): the client and every token it holds.
+pub async fn delete(
+    State(state): State<SharedState>,
+    ctx: RequestContext,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = client_id(&id)?;
+    let conn = state.db.conn().await?;
+    if !revocation::delete_client(&state, &conn, &id).await? {
+        return Err(ApiError::NotFound("no such client"));
+    }
+    audit::record(&conn, None, Action::ClientDelete, ctx.client_ip, json!({"client_id": id, "by": caller_label(&caller)})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +173,7 @@ pub async fn create(
         "scopes": body.scopes,
         "redirect_uris": body.redirect_uris,
         "created_at": now,
+        "disabled": false,
     });
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

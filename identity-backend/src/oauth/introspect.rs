@@ -18,6 +18,7 @@ use crate::oauth::token::REFRESH_BY_DIGEST;
 use crate::oauth::{authenticate_client, SUPPORTED_GRANTS};
 use crate::security::token::{self, TokenKind};
 use crate::{revocation, SharedState};
+use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 
 const TOKEN_OWNER_BY_ACCESS: Query = Query {
     name: "token_owner_by_access",
@@ -35,12 +36,18 @@ fn no_store(body: Json<Value>) -> Response {
 }
 
 /// `POST /oauth/introspect` (form `token=`, optional `token_type_hint`): the caller
-/// authenticates as a client.
+/// authenticates as a client, and sees what `quantaid_protocol::introspection` lets it
+/// see. The response names the caller and its right (for the caching proxy).
 pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
     let conn = state.db.conn().await?;
-    authenticate_client(&conn, &headers, &form).await?;
-    let body = introspection(&conn, form.require("token")?, Utc::now()).await?;
-    Ok(no_store(Json(body)))
+    let client = authenticate_client(&conn, &headers, &form).await?;
+    let caller = Introspector::new(&client.client_id, client.scopes.iter().map(String::as_str));
+    let body = caller.visible(introspection(&conn, form.require("token")?, Utc::now()).await?);
+    let mut response = no_store(Json(body));
+    if let Ok(value) = HeaderValue::from_str(&caller.header_value()) {
+        response.headers_mut().insert(INTROSPECTOR_HEADER, value);
+    }
+    Ok(response)
 }
 
 /// The RFC 7662 answer for `presented`. Anything malformed, unknown, expired or revoked

@@ -47,6 +47,8 @@ pub enum Cached {
     Miss { user_version: Option<String> },
     /// Redis failed, timed out, or its breaker is open: ask the backend, fill nothing.
     Unavailable,
+    /// The calling client's credentials were verified before its last lifecycle change.
+    CallerStale,
 }
 
 pub struct RedisCache {
@@ -148,12 +150,15 @@ impl RedisCache {
         }
     }
 
-    /// Reads `key`; for a user entry, `user_id` lets a miss carry the user's version.
-    pub async fn lookup(&self, key: &str, user_id: Option<&str>) -> Cached {
+    /// Reads `key`; for a user entry, `user_id` lets a miss carry the user's version;
+    /// `caller` (client id, marker value seen at verification) checks remembered client
+    /// credentials in the same round trip.
+    pub async fn lookup(&self, key: &str, user_id: Option<&str>, caller: Option<(&str, &str)>) -> Cached {
         let reply: Option<(String, String)> = self
             .call(|mut c| async move {
                 let mut invocation = self.lookup.key(key);
-                invocation.arg(user_id.unwrap_or(""));
+                let (client, seen) = caller.unwrap_or_default();
+                invocation.arg(user_id.unwrap_or("")).arg(client).arg(seen);
                 invocation.invoke_async(&mut c).await
             })
             .await;
@@ -162,6 +167,7 @@ impl RedisCache {
             Some((status, value)) => match status.as_str() {
                 "hit" => Cached::Hit(value),
                 "revoked" => Cached::Revoked,
+                "caller" => Cached::CallerStale,
                 _ => Cached::Miss { user_version: (!value.is_empty()).then_some(value) },
             },
         }
@@ -169,7 +175,8 @@ impl RedisCache {
 
     /// Writes an entry unless a revocation happened since its data was read (see
     /// `FILL_SCRIPT`). Failures are ignored: the answer was already given.
-    pub async fn fill(&self, key: &str, entry: &str, ttl: Duration, user_id: Option<&str>, created_ms: Option<i64>, user_version: Option<&str>) {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fill(&self, key: &str, entry: &str, ttl: Duration, user_id: Option<&str>, created_ms: Option<i64>, user_version: Option<&str>, client_id: Option<&str>) {
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let _: Option<i64> = self
             .call(|mut c| async move {
@@ -179,10 +186,16 @@ impl RedisCache {
                     .arg(ttl_ms)
                     .arg(user_id.unwrap_or(""))
                     .arg(created_ms.map(|c| c.to_string()).unwrap_or_default())
-                    .arg(user_version.unwrap_or(""));
+                    .arg(user_version.unwrap_or(""))
+                    .arg(client_id.unwrap_or(""));
                 invocation.invoke_async(&mut c).await
             })
             .await;
+    }
+
+    /// One plain `GET`; `None` when Redis cannot answer, `Some(None)` when the key is absent.
+    pub async fn get(&self, key: &str) -> Option<Option<String>> {
+        self.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await
     }
 
     /// `used_memory` from `INFO memory`; also serves as the breaker's probe when idle.

@@ -6,4 +6,5 @@ mod stack;
 mod invariants;
 mod lookups;
 mod metrics;
+mod security;
 mod tracing;
