@@ -5,9 +5,10 @@
 
 pub mod cache;
 pub mod env;
-pub mod metrics;
-pub mod process;
 pub mod forwarded;
 pub mod introspection;
+pub mod metrics;
+pub mod process;
+pub mod redis_target;
 pub mod telemetry;
 pub mod token;

@@ -4,6 +4,7 @@
 mod stack;
 
 mod invariants;
+mod revocation_faults;
 mod lookups;
 mod metrics;
 mod security;
