@@ -8,6 +8,7 @@ mod concurrency;
 mod invalidation;
 mod mfa;
 mod oauth;
+mod failover;
 mod ops;
 mod query_plans;
 mod sessions;
