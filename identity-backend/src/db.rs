@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::config::TargetSessionAttrs;
@@ -50,29 +49,61 @@ pub enum ConnError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("the server no longer accepts writes (a demoted primary or a standby)")]
     ReadOnly,
+    #[error("the server did not complete the connection within {0:?}")]
+    Unresponsive(Duration),
 }
 
-/// Wraps the `bb8-postgres` manager to attach the statement cache to each connection.
-pub struct Manager(PostgresConnectionManager<NoTls>);
+/// Bound on reaching one server: TCP connect, start-up, authentication and the read-write
+/// check together. A hung server accepts the TCP connection (its kernel does) and then never
+/// answers; past this bound the next server is tried.
+const CONNECT_BOUND: Duration = Duration::from_secs(5);
+
+/// Opens connections for the pool and attaches the statement cache to each.
+pub struct Manager {
+    /// One configuration per server of `DB_HOST`, tried in order.
+    servers: Vec<tokio_postgres::Config>,
+}
 
 impl ManageConnection for Manager {
     type Connection = PgConn;
     type Error = ConnError;
 
+    /// The first server, in order, that answers within [`CONNECT_BOUND`] and accepts writes.
+    /// (tokio-postgres tries a multi-host configuration in order too, but bounds only each
+    /// TCP connect, so one hung server would stall every new connection.)
     async fn connect(&self) -> Result<PgConn, Self::Error> {
-        let client = self.0.connect().await?;
-        Ok(PgConn { client, statements: Mutex::new(HashMap::new()), broken: AtomicBool::new(false) })
+        let mut last = None;
+        for server in &self.servers {
+            match tokio::time::timeout(CONNECT_BOUND, server.connect(NoTls)).await {
+                Ok(Ok((client, connection))) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "database connection ended");
+                        }
+                    });
+                    return Ok(PgConn { client, statements: Mutex::new(HashMap::new()), broken: AtomicBool::new(false) });
+                }
+                Ok(Err(e)) => last = Some(ConnError::Postgres(e)),
+                Err(_) => last = Some(ConnError::Unresponsive(CONNECT_BOUND)),
+            }
+        }
+        Err(last.unwrap_or(ConnError::Unresponsive(Duration::ZERO)))
     }
 
     /// Run on every checkout. It asks what the connection check at connect time asks
     /// (`target_session_attrs=read-write`), so a connection to a primary that has since
     /// been demoted is dropped here instead of failing the caller's write.
     async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
+        // The pool abandons a check that outlasts the pool wait and would then keep the
+        // connection; marked broken until the server answers, such a connection (to a hung
+        // server) is dropped instead.
+        conn.broken.store(true, Ordering::Relaxed);
         let answer = conn.client.simple_query("SHOW transaction_read_only").await?;
         let read_only = answer.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("on")));
         if read_only {
             return Err(ConnError::ReadOnly);
         }
+        conn.broken.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -81,20 +112,28 @@ impl ManageConnection for Manager {
     }
 }
 
-pub fn pg_config(cfg: &DbConfig) -> tokio_postgres::Config {
+/// The connection settings shared by every server, without a host.
+fn base_config(cfg: &DbConfig) -> tokio_postgres::Config {
     let mut pg = tokio_postgres::Config::new();
-    for server in &cfg.servers {
-        pg.host(&server.host).port(server.port);
-    }
     // Always, even with one server: the backend writes, so a standby is never usable.
     pg.target_session_attrs(TargetSessionAttrs::ReadWrite)
         .user(&cfg.user)
         .dbname(&cfg.name)
         .application_name("quantaid-backend")
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_BOUND)
         .options(format!("-c statement_timeout={}", cfg.statement_timeout.as_millis()));
     if !cfg.password.is_empty() {
         pg.password(&cfg.password);
+    }
+    pg
+}
+
+/// All servers in one configuration (tried in order, the first writable one kept), for
+/// one-off connections such as migrations.
+pub fn pg_config(cfg: &DbConfig) -> tokio_postgres::Config {
+    let mut pg = base_config(cfg);
+    for server in &cfg.servers {
+        pg.host(&server.host).port(server.port);
     }
     pg
 }
@@ -111,7 +150,16 @@ pub struct Db {
 
 impl Db {
     pub async fn connect(cfg: &DbConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let manager = Manager(PostgresConnectionManager::new(pg_config(cfg), NoTls));
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|server| {
+                let mut pg = base_config(cfg);
+                pg.host(&server.host).port(server.port);
+                pg
+            })
+            .collect();
+        let manager = Manager { servers };
         let pool = bb8::Pool::builder()
             .min_idle(Some(cfg.pool_min))
             .max_size(cfg.pool_max)

@@ -155,11 +155,26 @@ impl Postgres {
         Ok(Postgres { port, dir, pid: child.id() })
     }
 
-    /// Kills the server as a crash would: SIGKILL to the postmaster; its backends notice
-    /// their parent's death and close their connections.
+    /// Kills the server as a host crash would: SIGKILL to the postmaster and every server
+    /// process at once (also when they are frozen).
     pub fn kill(&self) {
-        // SAFETY: kill(2) on the postmaster this handle started.
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        self.signal_all(libc::SIGKILL);
+    }
+
+    /// Freezes the server (SIGSTOP to every process): connections stay open and new ones
+    /// are accepted by the kernel, but nothing answers, as with a hung host. Undone only
+    /// by [`Postgres::kill`].
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    fn signal_all(&self, signal: i32) {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
+        let pids = std::iter::once(self.pid).chain(children.split_whitespace().filter_map(|p| p.parse().ok()));
+        for pid in pids {
+            // SAFETY: kill(2) on the postmaster this handle started and its children.
+            unsafe { libc::kill(pid as i32, signal) };
+        }
     }
 
     /// Promotes a standby (`pg_promote`, waiting for the promotion to finish).

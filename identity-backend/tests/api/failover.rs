@@ -165,3 +165,36 @@ async fn connections_to_a_demoted_primary_are_dropped_before_they_fail_a_request
         assert!(found.is_some(), "the write went to the new primary");
     }
 }
+
+/// Kills a cluster when the test ends, however it ends: a frozen server would otherwise
+/// outlive the test process (it cannot act on the signal it gets when the tests exit).
+struct KillOnDrop<'a>(&'a Postgres);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.kill();
+    }
+}
+
+/// A primary that hangs (its host freezes: connections stay open, new ones are accepted by
+/// the kernel, nothing answers) is given up too: pooled connections to it are dropped once
+/// their check times out, and a new connection stops waiting for it and tries the next
+/// server, so writes reach the promoted standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_primary_is_given_up_for_the_promoted_standby() {
+    let (primary, standby) = replicated_pair(false).await;
+    let _kill = KillOnDrop(&primary);
+    let app = start_app(&[&primary, &standby]).await;
+    let names: Vec<String> = (0..6).map(|i| format!("warm{i}")).collect();
+    futures::future::join_all(names.iter().map(|n| app.create_user(n))).await;
+
+    primary.freeze();
+    standby.promote().await.unwrap();
+    let mut n = 0;
+    wait_until("a write succeeds on the promoted standby", || {
+        n += 1;
+        let app = &app;
+        async move { try_create_user(app, &format!("after{n}")).await.is_some() }
+    })
+    .await;
+}
