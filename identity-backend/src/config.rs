@@ -10,6 +10,19 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use quantaid_protocol::cache;
 use quantaid_protocol::env::Env;
+use quantaid_protocol::redis_target::SentinelConfig;
+
+/// The Sentinel settings, if a sentinel list is given.
+fn redis_sentinel<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> anyhow::Result<Option<SentinelConfig>> {
+    SentinelConfig::parse(
+        env.raw(REDIS_SENTINELS),
+        env.get(REDIS_MASTER_NAME, "quantaid"),
+        env.raw(REDIS_PASSWORD),
+        env.raw(REDIS_SENTINEL_PASSWORD),
+        &env.get(REDIS_DB, "0"),
+    )
+    .map_err(|e| anyhow::anyhow!("{REDIS_SENTINELS}/{REDIS_MASTER_NAME}: {e}"))
+}
 
 pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
@@ -45,6 +58,10 @@ pub const REDIS_HOST: &str = "REDIS_HOST";
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
 pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
+pub const REDIS_SENTINELS: &str = "QUANTAID_REDIS_SENTINELS";
+pub const REDIS_MASTER_NAME: &str = "QUANTAID_REDIS_MASTER_NAME";
+pub const REDIS_SENTINEL_PASSWORD: &str = "QUANTAID_REDIS_SENTINEL_PASSWORD";
+pub const REDIS_WAIT_REPLICAS: &str = "QUANTAID_REDIS_WAIT_REPLICAS";
 pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
 pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
 pub const BLOOM_WATERMARK_MARGIN_MS: &str = "QUANTAID_BLOOM_WATERMARK_MARGIN_MS";
@@ -164,6 +181,11 @@ pub struct Config {
     pub log_level: String,
     /// `redis://` URL of the proxies' cache, for publishing revocations; `None` disables.
     pub redis_url: Option<String>,
+    /// Find the master through Sentinel instead (wins over `redis_url`).
+    pub redis_sentinel: Option<SentinelConfig>,
+    /// Replicas that must acknowledge revocation markers before a revocation answers
+    /// 2xx (`WAIT`), so that a failover cannot lose them; 1 with Sentinel, 0 otherwise.
+    pub redis_wait_replicas: u32,
     pub redis_timeout: Duration,
     /// The longest any cache entry may live; revocation markers outlive it.
     pub cache_max_ttl: Duration,
@@ -235,6 +257,8 @@ impl Config {
             log_level: env.get(LOG_LEVEL, "info"),
             redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
                 .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
+            redis_sentinel: redis_sentinel(&env)?,
+            redis_wait_replicas: env.parse(REDIS_WAIT_REPLICAS, if env.raw(REDIS_SENTINELS).is_some() { "1" } else { "0" })?,
             redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
             cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
             internal_token: env.raw(INTERNAL_TOKEN),
@@ -292,6 +316,20 @@ mod tests {
         assert_eq!(c.argon2.memory_kib, 19456);
         assert!(c.bootstrap_admin_token.is_none());
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert!(c.redis_sentinel.is_none());
+        assert_eq!(c.redis_wait_replicas, 0);
+    }
+
+    #[test]
+    fn sentinel_settings() {
+        let c = config(&[(REDIS_SENTINELS, "s1:26379,s2:26379"), (REDIS_PASSWORD, "pw")]).unwrap();
+        let s = c.redis_sentinel.unwrap();
+        assert_eq!((s.master_name.as_str(), s.password.as_deref()), ("quantaid", Some("pw")));
+        assert_eq!(c.redis_wait_replicas, 1, "markers wait for a replica under Sentinel");
+        let c = config(&[(REDIS_SENTINELS, "s1"), (REDIS_WAIT_REPLICAS, "0")]).unwrap();
+        assert_eq!(c.redis_wait_replicas, 0);
+        let err = config(&[(REDIS_SENTINELS, "s1:port")]).unwrap_err().to_string();
+        assert!(err.contains(REDIS_SENTINELS), "{err}");
     }
 
     #[test]

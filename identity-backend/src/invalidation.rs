@@ -2,20 +2,22 @@
 //! being served by every replica the moment the revoking call returns (invariant 2).
 //!
 //! The backend writes revocation markers, never cache entries (see
-//! `quantaid_protocol::cache` for the key scheme and the race with concurrent fills). If
-//! Redis cannot take them now, they go to the `cache_invalidations` outbox in Postgres
-//! and a background task retries until Redis accepts them. Meanwhile Postgres, the
-//! system of record, already says "revoked", and a proxy whose Redis is unreachable
-//! answers from the backend.
+//! `quantaid_protocol::cache` for the key scheme and the race with concurrent fills). A
+//! connection that turns out dead is replaced and the write repeated at once. If Redis
+//! still cannot take the markers, they go to the `cache_invalidations` outbox in Postgres,
+//! a background task retries until Redis accepts them, and the call that revoked answers
+//! `503` + `Retry-After` rather than 2xx: its change is committed, but proxies that still
+//! reach Redis would keep serving the old entries (docs/caching.md).
 
 use std::time::Duration;
 
 use quantaid_protocol::cache::{self, TOMBSTONE};
-use redis::aio::ConnectionManager;
+use quantaid_protocol::redis_target::RedisTarget;
+use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
 use crate::db::{Conn, Db, Query};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,45 +60,97 @@ const OUTBOX_PENDING: Query = Query {
 const OUTBOX_DELETE: Query =
     Query { name: "invalidation_outbox_delete", sql: "DELETE FROM cache_invalidations WHERE id = ANY($1)" };
 
+tokio::task_local! {
+    /// Set for the current request when one of its invalidations went to the outbox
+    /// instead of Redis (see [`acknowledge_only_published`]).
+    static UNPUBLISHED: std::cell::Cell<bool>;
+}
+
+/// Middleware: a request whose revocation committed but whose markers Redis did not take
+/// must not answer 2xx, since every proxy would still serve the old entry. It answers
+/// `503` + `Retry-After` instead; the change stays committed, the outbox keeps retrying,
+/// and a retry answers 2xx once every pending marker is in Redis (docs/caching.md, "When
+/// the markers cannot be written"). Handlers and their audit records are unchanged.
+pub async fn acknowledge_only_published(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    UNPUBLISHED
+        .scope(std::cell::Cell::new(false), async move {
+            let response = next.run(request).await;
+            if response.status().is_success() && UNPUBLISHED.with(std::cell::Cell::get) {
+                return ApiError::unavailable("the change is saved but not yet visible to every cache; retry").into_response();
+            }
+            response
+        })
+        .await
+}
+
+/// The Redis connection and which one it is, so that of two writers that both saw it
+/// fail only the first replaces it.
+struct Slot {
+    generation: u64,
+    connection: Option<MultiplexedConnection>,
+}
+
 pub struct Invalidator {
-    client: Option<redis::Client>,
-    connection: tokio::sync::Mutex<Option<ConnectionManager>>,
+    target: Option<RedisTarget>,
+    slot: tokio::sync::Mutex<Slot>,
+    /// Replicas that must acknowledge markers (`WAIT`) before they count as written.
+    wait_replicas: u32,
     timeout: Duration,
     /// How long markers live: longer than any cache entry can.
     marker_ttl_ms: u64,
 }
 
 impl Invalidator {
-    /// `redis_url` `None` disables publishing (a backend without a caching proxy).
-    pub fn new(redis_url: Option<&str>, timeout: Duration, cache_max_ttl: Duration) -> anyhow::Result<Self> {
-        let client = redis_url.map(redis::Client::open).transpose()?;
-        Ok(Invalidator {
-            client,
-            connection: tokio::sync::Mutex::new(None),
+    /// `target` `None` disables publishing (a backend without a caching proxy).
+    pub fn new(target: Option<RedisTarget>, wait_replicas: u32, timeout: Duration, cache_max_ttl: Duration) -> Self {
+        if let Some(t) = &target {
+            tracing::info!(redis = %t.describe(), wait_replicas, "publishing cache invalidations");
+        }
+        Invalidator {
+            target,
+            slot: tokio::sync::Mutex::new(Slot { generation: 0, connection: None }),
+            wait_replicas,
             timeout,
             marker_ttl_ms: u64::try_from(cache_max_ttl.as_millis()).unwrap_or(u64::MAX / 4) * 2,
-        })
+        }
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
-        let client = self.client.as_ref()?;
-        let mut slot = self.connection.lock().await;
-        if slot.is_none() {
-            let config = redis::aio::ConnectionManagerConfig::new()
+    /// The current connection, opening one if there is none (for Sentinel, to the master
+    /// it names now); with its generation.
+    async fn connection(&self, target: &RedisTarget) -> Option<(u64, MultiplexedConnection)> {
+        let mut slot = self.slot.lock().await;
+        if slot.connection.is_none() {
+            // A write may include WAIT, which takes up to one more timeout.
+            let config = redis::AsyncConnectionConfig::new()
                 .set_connection_timeout(self.timeout)
-                .set_response_timeout(self.timeout)
-                .set_number_of_retries(1);
-            match tokio::time::timeout(self.timeout * 2, client.get_connection_manager_with_config(config)).await {
-                Ok(Ok(c)) => *slot = Some(c),
+                .set_response_timeout(self.timeout * 2);
+            let connect = async {
+                let (client, addr) = target.client(self.timeout).await?;
+                client.get_multiplexed_async_connection_with_config(&config).await.map(|c| (c, addr))
+            };
+            match tokio::time::timeout(self.timeout * 3, connect).await {
+                Ok(Ok((c, addr))) => {
+                    tracing::info!(redis = %addr, "connected to Redis for cache invalidation");
+                    slot.generation += 1;
+                    slot.connection = Some(c);
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to Redis for cache invalidation"),
                 Err(_) => tracing::warn!("timed out connecting to Redis for cache invalidation"),
             }
         }
-        slot.clone()
+        slot.connection.clone().map(|c| (slot.generation, c))
     }
 
-    async fn write(&self, items: &[Invalidation]) -> bool {
-        let Some(mut conn) = self.connection().await else { return self.client.is_none() };
+    /// Forgets connection `generation` (it failed), unless another writer already did.
+    async fn discard(&self, generation: u64) {
+        let mut slot = self.slot.lock().await;
+        if slot.generation == generation {
+            slot.connection = None;
+        }
+    }
+
+    fn pipeline(&self, items: &[Invalidation]) -> redis::Pipeline {
         let ttl = self.marker_ttl_ms;
         let mut pipe = redis::pipe();
         for item in items {
@@ -123,26 +177,72 @@ impl Invalidator {
                 }
             }
         }
-        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cache invalidation write failed");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("cache invalidation write timed out");
-                false
-            }
-        }
+        pipe
     }
 
-    /// Writes `items` to Redis, or, failing that, to the outbox for retry.
+    /// Writes `items` to Redis. A connection found dead by this write (Redis restarted,
+    /// failed over, or a link broke since the last write) is replaced and the write sent
+    /// again at once: every marker is idempotent, so a write that did land is harmless
+    /// to repeat. With `wait_replicas`, the write counts only once that many replicas
+    /// hold it (`WAIT`), so that a failover cannot lose it (docs/caching.md).
+    async fn write(&self, items: &[Invalidation]) -> bool {
+        let Some(target) = &self.target else { return true };
+        let mut pipe = self.pipeline(items);
+        if self.wait_replicas > 0 {
+            pipe.cmd("WAIT").arg(self.wait_replicas).arg(self.timeout.as_millis() as u64);
+        }
+        for attempt in 0..2 {
+            let Some((generation, mut conn)) = self.connection(target).await else { return false };
+            let reply = tokio::time::timeout(self.timeout * 2, pipe.query_async::<Vec<i64>>(&mut conn)).await;
+            match reply {
+                Ok(Ok(acks)) => {
+                    let acked = acks.last().copied().unwrap_or(0);
+                    if self.wait_replicas == 0 || acked >= i64::from(self.wait_replicas) {
+                        return true;
+                    }
+                    // Written to the master only: a failover now could lose it. The
+                    // outbox writes it again until a replica has it too.
+                    tracing::warn!(acked, wanted = self.wait_replicas, "cache invalidation not acknowledged by enough Redis replicas");
+                    return false;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, attempt, "cache invalidation write failed"),
+                Err(_) => tracing::warn!(attempt, "cache invalidation write timed out"),
+            }
+            self.discard(generation).await;
+        }
+        false
+    }
+
+    /// Writes `items`, together with any invalidations still waiting in the outbox, to
+    /// Redis. If Redis does not take them, `items` join the outbox and the current
+    /// request is marked so that it does not answer 2xx ([`acknowledge_only_published`]).
+    /// Draining the outbox first is what makes a retried call honest: it answers 2xx only
+    /// once nothing it (or an earlier call) revoked is still unpublished.
     pub async fn publish(&self, conn: &Conn<'_>, metrics: &Metrics, items: Vec<Invalidation>) -> ApiResult<()> {
-        if items.is_empty() {
+        if self.target.is_none() {
             return Ok(());
         }
-        if self.write(&items).await {
-            metrics.cache_invalidations.with_label_values(&["published"]).inc_by(items.len() as u64);
+        let pending = conn.query(&OUTBOX_PENDING, &[]).await?;
+        if items.is_empty() && pending.is_empty() {
+            return Ok(());
+        }
+        let pending_ids: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
+        let mut all: Vec<Invalidation> =
+            pending.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
+        let drained = all.len();
+        all.extend(items.iter().cloned());
+        if self.write(&all).await {
+            if !pending_ids.is_empty() {
+                conn.execute(&OUTBOX_DELETE, &[&pending_ids]).await?;
+            }
+            metrics.cache_invalidations.with_label_values(&["published"]).inc_by(all.len() as u64);
+            if drained > 0 {
+                tracing::info!(count = drained, "deferred cache invalidations published");
+            }
+            return Ok(());
+        }
+        let _ = UNPUBLISHED.try_with(|flag| flag.set(true));
+        if items.is_empty() {
             return Ok(());
         }
         let rows: Vec<_> = items.iter().map(Invalidation::to_row).collect();

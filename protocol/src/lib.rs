@@ -5,5 +5,6 @@
 
 pub mod cache;
 pub mod env;
+pub mod redis_target;
 pub mod telemetry;
 pub mod token;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::bail;
 use quantaid_protocol::cache;
 use quantaid_protocol::env::Env;
+use quantaid_protocol::redis_target::SentinelConfig;
 
 pub const LISTEN_ADDR: &str = "QUANTAID_PROXY_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_PROXY_METRICS_ADDR";
@@ -16,6 +17,9 @@ pub const REDIS_HOST: &str = "REDIS_HOST";
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
 pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
+pub const REDIS_SENTINELS: &str = "QUANTAID_REDIS_SENTINELS";
+pub const REDIS_MASTER_NAME: &str = "QUANTAID_REDIS_MASTER_NAME";
+pub const REDIS_SENTINEL_PASSWORD: &str = "QUANTAID_REDIS_SENTINEL_PASSWORD";
 pub const BREAKER_FAILURES: &str = "QUANTAID_REDIS_BREAKER_FAILURES";
 pub const BREAKER_OPEN_MS: &str = "QUANTAID_REDIS_BREAKER_OPEN_MS";
 pub const SESSION_TTL_SECS: &str = "QUANTAID_CACHE_SESSION_TTL_SECS";
@@ -48,6 +52,8 @@ pub struct Config {
     pub lookup_timeout: Duration,
     /// `redis://` URL; `None` runs without a cache (every lookup goes to the backend).
     pub redis_url: Option<String>,
+    /// Find the master through Sentinel instead (wins over `redis_url`).
+    pub redis_sentinel: Option<SentinelConfig>,
     /// Every Redis call gives up after this; the breaker counts it as a failure.
     pub redis_timeout: Duration,
     pub breaker_failures: u32,
@@ -72,6 +78,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the proxy caches at all (a Redis or a Sentinel group is configured).
+    pub fn redis_enabled(&self) -> bool {
+        self.redis_url.is_some() || self.redis_sentinel.is_some()
+    }
+
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -87,6 +98,14 @@ impl Config {
             lookup_timeout: env.millis(LOOKUP_TIMEOUT_MS, "2000")?,
             redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
                 .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
+            redis_sentinel: SentinelConfig::parse(
+                env.raw(REDIS_SENTINELS),
+                env.get(REDIS_MASTER_NAME, "quantaid"),
+                env.raw(REDIS_PASSWORD),
+                env.raw(REDIS_SENTINEL_PASSWORD),
+                &env.get(REDIS_DB, "0"),
+            )
+            .map_err(|e| anyhow::anyhow!("{REDIS_SENTINELS}/{REDIS_MASTER_NAME}: {e}"))?,
             redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
             breaker_failures: env.parse(BREAKER_FAILURES, "3")?,
             breaker_open: env.millis(BREAKER_OPEN_MS, "1000")?,
@@ -142,5 +161,10 @@ mod tests {
         assert!(err.contains(REDIS_TIMEOUT_MS), "{err}");
         assert!(config(&[(SESSION_TTL_SECS, "3500")]).is_err(), "TTL past the marker lifetime");
         assert_eq!(config(&[(REDIS_HOST, "none")]).unwrap().redis_url, None);
+        let c = config(&[(REDIS_HOST, "none"), (REDIS_SENTINELS, "s1:26379,s2:26379"), (REDIS_MASTER_NAME, "cache")]).unwrap();
+        assert!(c.redis_enabled(), "sentinels alone enable the cache");
+        assert_eq!(c.redis_sentinel.unwrap().master_name, "cache");
+        let err = config(&[(REDIS_SENTINELS, ":1")]).unwrap_err().to_string();
+        assert!(err.contains(REDIS_SENTINELS), "{err}");
     }
 }

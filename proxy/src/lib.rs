@@ -22,7 +22,7 @@ use pingora::services::background::background_service;
 
 use crate::backend::BackendClient;
 use crate::cache::breaker::Breaker;
-use crate::cache::redis::{RedisCache, RedisTarget};
+use crate::cache::redis::RedisCache;
 use crate::config::Config;
 use crate::lookup::Lookups;
 use crate::maintenance::Maintenance;
@@ -42,7 +42,8 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     server.bootstrap();
 
     let backend = BackendClient::new(config.backend_addr, config.lookup_timeout, &internal_token)?;
-    let target = config.redis_url.clone().map(|url| RedisTarget::Direct { url });
+    let target = quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref())
+        .map_err(anyhow::Error::msg)?;
     let redis = RedisCache::new(target, config.redis_timeout, Breaker::new(config.breaker_failures, config.breaker_open));
     let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
 

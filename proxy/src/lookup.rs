@@ -134,7 +134,7 @@ impl Lookups {
             }
             Cached::Unavailable => {
                 METRICS.cache_misses.with_label_values(&[kind.label()]).inc();
-                if self.config.redis_url.is_some() {
+                if self.config.redis_enabled() {
                     METRICS.cache_fallback.inc();
                 }
                 (None, false)

@@ -1,4 +1,5 @@
-//! The background service: keeps the Bloom filter current and samples Redis memory.
+//! The background service: keeps the Bloom filter current, samples Redis memory and
+//! follows a Sentinel failover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,9 @@ use crate::cache::bloom::parse_snapshot;
 use crate::config::Config;
 use crate::lookup::Lookups;
 use crate::metrics::METRICS;
+
+/// How often the maintenance task asks Sentinel where the master is.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Maintenance {
     pub lookups: Arc<Lookups>,
@@ -51,8 +55,14 @@ impl BackgroundService for Maintenance {
         METRICS.redis_up.set(0);
         let mut next_rebuild = Instant::now();
         let mut next_memory_sample = Instant::now();
+        let mut next_bloom = Instant::now();
         loop {
-            self.refresh_bloom(&mut next_rebuild).await;
+            if Instant::now() >= next_bloom {
+                self.refresh_bloom(&mut next_rebuild).await;
+                next_bloom = Instant::now() + self.config.bloom_catch_up.min(Duration::from_secs(5));
+            }
+            // Each second: a Sentinel failover is followed within about that.
+            self.lookups.redis.follow_master().await;
             // The first request connects Redis on the proxy's own runtime; sampling waits
             // for that, so it does not pull the connection onto this one.
             if self.lookups.redis.is_connected() && Instant::now() >= next_memory_sample {
@@ -64,7 +74,7 @@ impl BackgroundService for Maintenance {
                 next_memory_sample = Instant::now() + Duration::from_secs(5);
             }
             tokio::select! {
-                _ = tokio::time::sleep(self.config.bloom_catch_up.min(Duration::from_secs(5))) => {}
+                _ = tokio::time::sleep(FOLLOW_EVERY.min(next_bloom.saturating_duration_since(Instant::now())).max(Duration::from_millis(10))) => {}
                 _ = shutdown.changed() => return,
             }
         }

@@ -5,12 +5,15 @@
 //! let pg = quantaid_testkit::Postgres::shared();     // one cluster per test binary
 //! let db = pg.create_database().await?;               // a fresh database per test
 //! let redis = quantaid_testkit::Redis::start()?;      // .kill(), .restart()
+//! let link = quantaid_testkit::Link::start(redis.port())?; // .cut(), .restore()
 //! ```
 
+mod link;
 mod process;
 mod postgres;
 mod redis;
 
+pub use link::Link;
 pub use postgres::Postgres;
 pub use process::{free_port, wait_for_port, ChildGuard};
 pub use redis::Redis;

@@ -1,39 +1,31 @@
 //! Redis access for cached lookups: short timeouts, a circuit breaker, and the
 //! revocation-aware read and fill scripts from `quantaid_protocol::cache`.
 //!
-//! Connections come from a [`RedisTarget`]. Today that is one address; Sentinel
-//! discovery slots in as another variant that resolves the current master before
-//! connecting, without touching the lookup code.
+//! Connections come from a [`RedisTarget`]: one address, or the master Sentinel names.
+//! A connection is dropped when the breaker opens, so the next one asks again where
+//! Redis is; the maintenance task also drops it when Sentinel names another master
+//! ([`RedisCache::follow_master`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use quantaid_protocol::cache::{FILL_SCRIPT, LOOKUP_SCRIPT};
+use quantaid_protocol::redis_target::RedisTarget;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::cache::breaker::Breaker;
 use crate::metrics::METRICS;
 
-/// Where Redis is.
-#[derive(Clone, Debug)]
-pub enum RedisTarget {
-    Direct { url: String },
-}
-
-impl RedisTarget {
-    async fn connect(&self, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
-        match self {
-            RedisTarget::Direct { url } => {
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout)
-                    .set_number_of_retries(0);
-                redis::Client::open(url.as_str())?.get_connection_manager_with_config(config).await
-            }
-        }
-    }
+/// A connection made through `target`, and the address it went to.
+async fn connect(target: &RedisTarget, timeout: Duration) -> redis::RedisResult<(ConnectionManager, String)> {
+    let (client, addr) = target.client(timeout).await?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(0);
+    Ok((client.get_connection_manager_with_config(config).await?, addr))
 }
 
 /// What Redis said about a key.
@@ -49,9 +41,15 @@ pub enum Cached {
     Unavailable,
 }
 
+/// A connection and the address it went to.
+struct Connected {
+    conn: ConnectionManager,
+    addr: String,
+}
+
 pub struct RedisCache {
     target: Option<RedisTarget>,
-    connection: ArcSwapOption<ConnectionManager>,
+    connection: ArcSwapOption<Connected>,
     connect_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
     timeout: Duration,
@@ -76,7 +74,7 @@ impl RedisCache {
     /// the connection's driver task on the proxy service's own runtime, beside the
     /// requests it serves (no cross-runtime wake-up per call). Connect attempts go
     /// through the breaker, and callers wait for one at most the Redis timeout.
-    async fn connection(&self) -> Option<Arc<ConnectionManager>> {
+    async fn connection(&self) -> Option<Arc<Connected>> {
         if let Some(conn) = self.connection.load_full() {
             return Some(conn);
         }
@@ -88,12 +86,12 @@ impl RedisCache {
         if !self.breaker.allow() {
             return None;
         }
-        match tokio::time::timeout(self.timeout * 2, target.connect(self.timeout)).await {
-            Ok(Ok(conn)) => {
-                let conn = Arc::new(conn);
+        match tokio::time::timeout(self.timeout * 2, connect(target, self.timeout)).await {
+            Ok(Ok((conn, addr))) => {
+                tracing::info!(redis = %addr, "connected to Redis");
+                let conn = Arc::new(Connected { conn, addr });
                 self.connection.store(Some(conn.clone()));
                 self.breaker.record_success();
-                tracing::info!("connected to Redis");
                 Some(conn)
             }
             Ok(Err(e)) => {
@@ -122,7 +120,7 @@ impl RedisCache {
         if !self.breaker.allow() {
             return None;
         }
-        let result = tokio::time::timeout(self.timeout, f((*conn).clone())).await;
+        let result = tokio::time::timeout(self.timeout, f(conn.conn.clone())).await;
         match result {
             Ok(Ok(v)) => {
                 self.breaker.record_success();
@@ -145,6 +143,21 @@ impl RedisCache {
         self.breaker.record_failure();
         if !self.breaker.is_closed() {
             METRICS.redis_up.set(0);
+            // The next connection (the breaker's probe) asks again where Redis is: after
+            // a failover the old address is dead, or a replica that refuses writes.
+            self.connection.store(None);
+        }
+    }
+
+    /// Drops the connection if Sentinel now names another master than the one it goes
+    /// to (a failover while the old master still answers, as a replica).
+    pub async fn follow_master(&self) {
+        let (Some(target), Some(current)) = (&self.target, self.connection.load_full()) else { return };
+        if let Some(master) = target.current_master(self.timeout * 2).await {
+            if master != current.addr {
+                tracing::warn!(from = %current.addr, to = %master, "Redis master moved; reconnecting");
+                self.connection.store(None);
+            }
         }
     }
 

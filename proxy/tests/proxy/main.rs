@@ -4,5 +4,6 @@
 mod stack;
 
 mod invariants;
+mod revocation_faults;
 mod lookups;
 mod tracing;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use quantaid_backend::config::{self as backend_config, Config as BackendConfig};
-use quantaid_testkit::{free_port, ChildGuard, Postgres, Redis};
+use quantaid_testkit::{free_port, ChildGuard, Link, Postgres, Redis};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -59,6 +59,8 @@ pub struct Proxy {
 
 pub struct Stack {
     pub redis: Redis,
+    /// The backend's own link to Redis, when the test cuts it (`Stack::start_with_backend_link`).
+    pub backend_link: Option<Link>,
     pub backend_url: String,
     pub backend_metrics_url: String,
     pub proxies: Vec<Proxy>,
@@ -68,9 +70,20 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(replicas: usize) -> Stack {
+        Stack::start_inner(replicas, false).await
+    }
+
+    /// As `start`, with the backend reaching Redis through a [`Link`] the test can cut
+    /// while the proxies keep their own connections.
+    pub async fn start_with_backend_link(replicas: usize) -> Stack {
+        Stack::start_inner(replicas, true).await
+    }
+
+    async fn start_inner(replicas: usize, link: bool) -> Stack {
         let redis = Redis::start().expect("redis");
+        let backend_link = link.then(|| Link::start(redis.port()).expect("link to redis"));
         let db = Postgres::shared().create_database(Some(template().await)).await.expect("database");
-        let config = backend_config(&db, redis.port());
+        let config = backend_config(&db, backend_link.as_ref().map_or(redis.port(), Link::port));
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend_addr = api.local_addr().unwrap();
@@ -82,6 +95,7 @@ impl Stack {
         let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
         let mut stack = Stack {
             redis,
+            backend_link,
             backend_url: format!("http://{backend_addr}"),
             backend_metrics_url,
             proxies: Vec::new(),
