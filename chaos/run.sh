@@ -119,9 +119,11 @@ run_one() {
             trap - EXIT TERM INT
             chaos_cleanup
             mkdir -p "$CHAOS_REPORT/logs"
-            local log
+            local log rel
             for log in "$CHAOS_WORK"/*.log "$CHAOS_WORK"/*/postgres.log; do
-                [ -f "$log" ] && tail -n 300 "$log" >"$CHAOS_REPORT/logs/$(basename "$(dirname "$log")")-$(basename "$log").tail"
+                [ -f "$log" ] || continue
+                rel=${log#"$CHAOS_WORK"/}
+                tail -n 300 "$log" >"$CHAOS_REPORT/logs/${rel//\//-}.tail"
             done
             chaos_verdict_write "$rc" || rc=1
             cat "$CHAOS_REPORT/verdict.md"

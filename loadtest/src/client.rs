@@ -230,16 +230,103 @@ impl Api {
         let (status, headers, body) = read(request.send().await).await?;
         match status {
             StatusCode::OK => json_field(&body, "access_token").map(|_| TokenAnswer::Issued),
-            StatusCode::SERVICE_UNAVAILABLE => {
-                if json_field(&body, "error").as_deref() != Ok("temporarily_unavailable") {
-                    Err("503 without temporarily_unavailable".into())
-                } else if !headers.contains_key("retry-after") {
-                    Err("503 without Retry-After".into())
-                } else {
-                    Ok(TokenAnswer::Shed)
-                }
-            }
+            StatusCode::SERVICE_UNAVAILABLE => retry_later(&headers, &body).map(|()| TokenAnswer::Shed),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// How the service answered a revocation (`/oauth/revoke`, logout, logout-all).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// 2xx: from now on no replica may call the credential valid.
+    Done,
+    /// `503 temporarily_unavailable` with `Retry-After`: the change may be committed but
+    /// is not yet visible to every cache; the client retries (docs/caching.md).
+    RetryLater,
+    /// `401`: the credential was no longer valid (e.g. a retried logout whose first
+    /// attempt committed).
+    AlreadyGone,
+}
+
+/// A documented load-shedding 503, or the failure it is not.
+fn retry_later(headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+    if json_field(body, "error").as_deref() != Ok("temporarily_unavailable") {
+        Err("503 without temporarily_unavailable".into())
+    } else if !headers.contains_key("retry-after") {
+        Err("503 without Retry-After".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn revocation_answer(status: StatusCode, headers: &HeaderMap, body: &[u8], done: StatusCode) -> Result<Revoked, String> {
+    match status {
+        s if s == done => Ok(Revoked::Done),
+        StatusCode::SERVICE_UNAVAILABLE => retry_later(headers, body).map(|()| Revoked::RetryLater),
+        StatusCode::UNAUTHORIZED => Ok(Revoked::AlreadyGone),
+        other => Err(unexpected(other)),
+    }
+}
+
+impl Api {
+    /// `POST /oauth/token` (`client_credentials`) → the access token.
+    pub async fn issue(&self, client: &OAuthClient) -> Result<String, String> {
+        let request = self
+            .http
+            .post(self.url("/oauth/token"))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(&[("grant_type", "client_credentials"), ("scope", "read")]);
+        let (status, _, body) = read(request.send().await).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected(status));
+        }
+        json_field(&body, "access_token")
+    }
+
+    /// `POST /oauth/introspect` → whether the token is active.
+    pub async fn introspect(&self, client: &OAuthClient, token: &str) -> Result<bool, String> {
+        let request = self
+            .http
+            .post(self.url("/oauth/introspect"))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(&[("token", token)]);
+        let (status, _, body) = read(request.send().await).await?;
+        if status != StatusCode::OK {
+            return Err(unexpected(status));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|_| "bad JSON".to_string())?;
+        v["active"].as_bool().ok_or_else(|| "no active".to_string())
+    }
+
+    /// `GET /v1/auth/session` → whether the session is valid (`200` for it, `401` not).
+    pub async fn session_valid(&self, session: &Session) -> Result<bool, String> {
+        let request = self.http.get(self.url("/v1/auth/session")).bearer_auth(&session.token);
+        let (status, _, body) = read(request.send().await).await?;
+        match status {
+            StatusCode::OK if json_field(&body, "user_id")? == session.user_id => Ok(true),
+            StatusCode::OK => Err("wrong user_id".into()),
+            StatusCode::UNAUTHORIZED => Ok(false),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `POST /oauth/revoke` (RFC 7009) → `200`.
+    pub async fn revoke(&self, client: &OAuthClient, token: &str) -> Result<Revoked, String> {
+        let request = self
+            .http
+            .post(self.url("/oauth/revoke"))
+            .basic_auth(&client.id, Some(&client.secret))
+            .form(&[("token", token)]);
+        let (status, headers, body) = read(request.send().await).await?;
+        revocation_answer(status, &headers, &body, StatusCode::OK)
+    }
+
+    /// `POST /v1/auth/logout` or `/v1/auth/logout-all` with the session → `204`.
+    pub async fn end_sessions(&self, session: &Session, all: bool) -> Result<Revoked, String> {
+        let path = if all { "/v1/auth/logout-all" } else { "/v1/auth/logout" };
+        let request = self.http.post(self.url(path)).bearer_auth(&session.token);
+        let (status, headers, body) = read(request.send().await).await?;
+        revocation_answer(status, &headers, &body, StatusCode::NO_CONTENT)
     }
 }

@@ -51,7 +51,7 @@ impl Stats {
         }
     }
 
-    fn add(&mut self, other: &Stats) {
+    pub fn add(&mut self, other: &Stats) {
         self.requests += other.requests;
         self.failed += other.failed;
         for (kind, n) in &other.failures {

@@ -97,6 +97,7 @@ fn measured(v: &Verdict) -> String {
         Unit::Millis => ms(v.value),
         Unit::Ratio => format!("{:.3}%", v.value * 100.0),
         Unit::PerSecond => format!("{:.0}/s", v.value),
+        Unit::Count => format!("{:.0}", v.value),
     }
 }
 

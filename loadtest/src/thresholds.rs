@@ -57,6 +57,8 @@ pub enum Unit {
     /// A share from 0 to 1, printed as a percentage.
     Ratio,
     PerSecond,
+    /// A number of events.
+    Count,
 }
 
 /// One criterion and what the run measured for it.

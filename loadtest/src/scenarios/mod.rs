@@ -1,6 +1,7 @@
 //! The scenarios: what load each offers, at full scale or `--quick`, and what it must
 //! show. Each returns what it recorded, its verdicts, and notes for the report.
 
+mod chaos;
 mod login;
 mod pool;
 mod tokens;
@@ -39,7 +40,8 @@ impl Outcome {
     }
 }
 
-pub const NAMES: [&str; 5] = [
+pub const NAMES: [&str; 6] = [
+    "chaos",
     "login",
     "login-ramp",
     "token-rate",
@@ -49,6 +51,7 @@ pub const NAMES: [&str; 5] = [
 
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Outcome> {
     match name {
+        "chaos" => chaos::run(ctx).await,
         "login" => Ok(login::journey(ctx).await),
         "login-ramp" => Ok(login::ramp(ctx).await),
         "token-rate" => Ok(tokens::constant_rate(ctx).await),
