@@ -14,7 +14,7 @@ STANDBY_NAME=quantaid_standby
 
 db_primary_kill_timings() {
     # before, until the promotion, after (seconds), the offered rate.
-    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 3 17 150"; else echo "30 5 45 300"; fi
+    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 5 15 150"; else echo "30 10 40 300"; fi
 }
 
 # pg_postmaster NAME: the postmaster's pid (first line of postmaster.pid).
