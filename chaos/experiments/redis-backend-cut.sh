@@ -7,7 +7,7 @@
 EXPERIMENT_SUMMARY="Cut the backend's link to Redis (Toxiproxy) under load while the proxies keep theirs: 0 'active' answers for credentials revoked with a 2xx, no failed request, the outbox empty after the link returns."
 
 cut_timings() {
-    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 10 12 150"; else echo "30 30 40 300"; fi
+    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 10 12 150"; else echo "30 30 40 200"; fi
 }
 
 experiment_run() {

@@ -8,7 +8,7 @@ EXPERIMENT_SUMMARY="SIGKILL Redis under load, restart it empty: 0 failed request
 
 redis_kill_timings() {
     # before, down, after (seconds) and the offered rate.
-    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 8 12 150"; else echo "30 20 40 300"; fi
+    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 8 12 150"; else echo "30 20 40 200"; fi
 }
 
 experiment_run() {

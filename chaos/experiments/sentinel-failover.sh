@@ -12,7 +12,7 @@ MASTER_NAME=quantaid
 
 failover_timings() {
     # before, until the old primary returns, after, rate.
-    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 10 15 150"; else echo "30 20 40 300"; fi
+    if [ "$CHAOS_QUICK" = 1 ]; then echo "10 10 15 150"; else echo "30 20 40 200"; fi
 }
 
 install_sentinel() {

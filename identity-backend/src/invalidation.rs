@@ -89,6 +89,8 @@ pub async fn acknowledge_only_published(request: axum::extract::Request, next: a
 struct Slot {
     generation: u64,
     connection: Option<MultiplexedConnection>,
+    /// Where `connection` goes.
+    addr: String,
 }
 
 pub struct Invalidator {
@@ -109,7 +111,7 @@ impl Invalidator {
         }
         Invalidator {
             target,
-            slot: tokio::sync::Mutex::new(Slot { generation: 0, connection: None }),
+            slot: tokio::sync::Mutex::new(Slot { generation: 0, connection: None, addr: String::new() }),
             wait_replicas,
             timeout,
             marker_ttl_ms: u64::try_from(cache_max_ttl.as_millis()).unwrap_or(u64::MAX / 4) * 2,
@@ -134,6 +136,7 @@ impl Invalidator {
                     tracing::info!(redis = %addr, "connected to Redis for cache invalidation");
                     slot.generation += 1;
                     slot.connection = Some(c);
+                    slot.addr = addr;
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot connect to Redis for cache invalidation"),
                 Err(_) => tracing::warn!("timed out connecting to Redis for cache invalidation"),
@@ -148,6 +151,25 @@ impl Invalidator {
         if slot.generation == generation {
             slot.connection = None;
         }
+    }
+
+    /// Under Sentinel: if the master moved since the connection was made, replaces the
+    /// connection now rather than at the next revocation, so that a failover is
+    /// followed within a second whatever the traffic (the old master may still answer,
+    /// as a replica that refuses writes).
+    pub async fn follow_master(&self) {
+        let Some(target) = self.target.as_ref().filter(|t| t.is_replicated()) else { return };
+        let Some(master) = target.current_master(self.timeout * 2).await else { return };
+        let generation = {
+            let slot = self.slot.lock().await;
+            if slot.connection.is_none() || slot.addr == master {
+                return;
+            }
+            tracing::warn!(from = %slot.addr, to = %master, "Redis master moved; reconnecting");
+            slot.generation
+        };
+        self.discard(generation).await;
+        self.connection(target).await;
     }
 
     fn pipeline(&self, items: &[Invalidation]) -> redis::Pipeline {
@@ -272,12 +294,14 @@ impl Invalidator {
     }
 }
 
-/// Drains the outbox every second, for as long as the backend runs.
+/// Drains the outbox every second, and follows a Sentinel failover, for as long as the
+/// backend runs.
 pub async fn run_outbox(state: crate::SharedState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        state.invalidator.follow_master().await;
         match state.invalidator.drain_outbox(&state.db).await {
             Ok(0) => {}
             Ok(n) => {

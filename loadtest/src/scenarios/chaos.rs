@@ -191,7 +191,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
     Ok(Outcome {
         shape: format!(
             "constant-arrival-rate: {} requests/s for {} over {} targets (round-robin): session lookups 40%, \
-             forward-auth checks 25%, introspections 30%, token grants 2.5%, logins 2.5% (up to {MAX_VUS} in flight); \
+             forward-auth checks 25%, introspections 32%, token grants 2.5%, logins 0.5% (up to {MAX_VUS} in flight); \
              plus {REVOKERS} revokers cycling token revocation, logout and logout-all: each new credential is looked up \
              on every target (`fill`), revoked, then looked up on every target again (`probe`).",
             s.rate,
@@ -222,16 +222,18 @@ async fn steady_request(
     let api = &shared.targets[n as usize % shared.targets.len()];
     let pick = (n / shared.targets.len() as u64) as usize;
     let rec = &shared.rec;
-    match n % 40 {
-        0..=15 => {
+    // Out of 200: 80 session lookups, 50 checks, 64 introspections, 5 grants, 1 login
+    // (a login costs a full argon2 hash; the revokers log in as well).
+    match n % 200 {
+        0..=79 => {
             let outcome = api.session(&sessions[pick % sessions.len()]).await;
             rec.record("session", scheduled, outcome);
         }
-        16..=25 => {
+        80..=129 => {
             let outcome = api.check(&sessions[pick % sessions.len()]).await;
             rec.record("check", scheduled, outcome);
         }
-        26..=37 => {
+        130..=193 => {
             let (client, token) = &tokens[pick % tokens.len()];
             let outcome = match api.introspect(client, token).await {
                 Ok(true) => Ok(()),
@@ -240,7 +242,7 @@ async fn steady_request(
             };
             rec.record("introspect", scheduled, outcome);
         }
-        38 => {
+        194..=198 => {
             let outcome = api.issue(&clients[pick % clients.len()]).await.map(|_| ());
             rec.record("token", scheduled, outcome);
         }
