@@ -80,10 +80,19 @@ pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDP
 /// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
 pub use quantaid_protocol::cache::REDIS_DISABLED;
 
-#[derive(Clone, Debug)]
-pub struct DbConfig {
+/// One PostgreSQL server the backend may connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DbServer {
     pub host: String,
     pub port: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// Tried in order for every new connection; the first that accepts writes is used
+    /// (libpq's `target_session_attrs=read-write`), so after a failover the promoted
+    /// standby is found without a configuration change.
+    pub servers: Vec<DbServer>,
     pub user: String,
     pub password: String,
     pub name: String,
@@ -227,8 +236,7 @@ impl Config {
             .collect::<anyhow::Result<Vec<_>>>()?;
 
         let db = DbConfig {
-            host: env.get(DB_HOST, "127.0.0.1"),
-            port: env.parse(DB_PORT, "5432")?,
+            servers: db_servers(&env.get(DB_HOST, "127.0.0.1"), &env.get(DB_PORT, "5432"))?,
             user: env.get(DB_USER, "quantaid"),
             password: env.raw(DB_PASSWORD).unwrap_or_default(),
             name: env.get(DB_NAME, "quantaid"),
@@ -333,6 +341,27 @@ pub fn origin_of(url: &str) -> Option<String> {
     Some(format!("{scheme}://{}", authority.strip_suffix(default_port).unwrap_or(authority)))
 }
 
+/// `DB_HOST` is a comma-separated list of hosts; `QUANTAID_DB_PORT` is one port for all
+/// of them or one per host, in the same order (libpq's multi-host rules).
+fn db_servers(hosts: &str, ports: &str) -> anyhow::Result<Vec<DbServer>> {
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
+    if hosts.iter().any(|h| h.is_empty()) {
+        bail!("{DB_HOST}={hosts:?}: empty host in the list", hosts = hosts.join(","));
+    }
+    let ports = ports
+        .split(',')
+        .map(|p| p.trim().parse::<u16>().map_err(|e| anyhow::anyhow!("{DB_PORT}={ports:?}: {e}")))
+        .collect::<anyhow::Result<Vec<u16>>>()?;
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        bail!("{DB_PORT} lists {} ports for {} hosts in {DB_HOST}: give one port, or one per host", ports.len(), hosts.len());
+    }
+    Ok(hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| DbServer { host: host.to_string(), port: ports[if ports.len() == 1 { 0 } else { i }] })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +427,23 @@ mod tests {
         let c = config(&[(CSRF_TRUSTED_ORIGINS, "https://app.example, https://b.example:8443")]).unwrap();
         assert_eq!(c.trusted_origins, ["http://localhost:8080", "https://app.example", "https://b.example:8443"]);
         assert!(config(&[(CSRF_TRUSTED_ORIGINS, "app.example")]).unwrap_err().to_string().contains(CSRF_TRUSTED_ORIGINS));
+    }
+
+    #[test]
+    fn database_servers_follow_libpq_multi_host_rules() {
+        let server = |host: &str, port| DbServer { host: host.into(), port };
+        let c = config(&[]).unwrap();
+        assert_eq!(c.db.servers, vec![server("127.0.0.1", 5432)]);
+        let c = config(&[(DB_HOST, "pg-a, pg-b"), (DB_PORT, "5433")]).unwrap();
+        assert_eq!(c.db.servers, vec![server("pg-a", 5433), server("pg-b", 5433)]);
+        let c = config(&[(DB_HOST, "pg-a,pg-b"), (DB_PORT, "5433,5434")]).unwrap();
+        assert_eq!(c.db.servers, vec![server("pg-a", 5433), server("pg-b", 5434)]);
+        let err = config(&[(DB_HOST, "pg-a,pg-b,pg-c"), (DB_PORT, "5433,5434")]).unwrap_err().to_string();
+        assert!(err.contains(DB_PORT) && err.contains(DB_HOST), "{err}");
+        let err = config(&[(DB_HOST, "pg-a,,pg-c")]).unwrap_err().to_string();
+        assert!(err.contains(DB_HOST), "{err}");
+        let err = config(&[(DB_PORT, "5432,x")]).unwrap_err().to_string();
+        assert!(err.contains(DB_PORT), "{err}");
     }
 
     #[test]

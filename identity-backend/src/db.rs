@@ -3,18 +3,24 @@
 //!
 //! Invariant 7: waiting for a connection and running a statement are both bounded; past
 //! either bound the caller gets `503 temporarily_unavailable`, never a hang.
+//!
+//! High availability: every new connection tries the configured servers in order and keeps
+//! the first that accepts writes, and a pooled connection to a server that stopped accepting
+//! them (a demoted or fenced primary) or stopped answering is dropped, so after a failover
+//! the pool refills from the new primary by itself (docs/chaos.md, `db-primary-kill`).
 
 pub mod migrations;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, PooledConnection, RunError};
-use bb8_postgres::PostgresConnectionManager;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::config::TargetSessionAttrs;
+use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 
 use crate::config::DbConfig;
 use crate::error::{ApiError, ApiResult};
@@ -31,40 +37,103 @@ pub struct Query {
 pub struct PgConn {
     pub client: Client,
     statements: Mutex<HashMap<&'static str, Statement>>,
+    /// Set when a call showed the connection unusable although it is still open (the
+    /// server became read-only, or stopped answering); the pool then drops it.
+    broken: AtomicBool,
 }
 
-/// Wraps the `bb8-postgres` manager to attach the statement cache to each connection.
-pub struct Manager(PostgresConnectionManager<NoTls>);
+/// Why a connection could not be had or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the server no longer accepts writes (a demoted primary or a standby)")]
+    ReadOnly,
+    #[error("the server did not complete the connection within {0:?}")]
+    Unresponsive(Duration),
+}
+
+/// Bound on reaching one server: TCP connect, start-up, authentication and the read-write
+/// check together. A hung server accepts the TCP connection (its kernel does) and then never
+/// answers; past this bound the next server is tried.
+const CONNECT_BOUND: Duration = Duration::from_secs(5);
+
+/// Opens connections for the pool and attaches the statement cache to each.
+pub struct Manager {
+    /// One configuration per server of `DB_HOST`, tried in order.
+    servers: Vec<tokio_postgres::Config>,
+}
 
 impl ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = tokio_postgres::Error;
+    type Error = ConnError;
 
+    /// The first server, in order, that answers within [`CONNECT_BOUND`] and accepts writes.
+    /// (tokio-postgres tries a multi-host configuration in order too, but bounds only each
+    /// TCP connect, so one hung server would stall every new connection.)
     async fn connect(&self) -> Result<PgConn, Self::Error> {
-        let client = self.0.connect().await?;
-        Ok(PgConn { client, statements: Mutex::new(HashMap::new()) })
+        let mut last = None;
+        for server in &self.servers {
+            match tokio::time::timeout(CONNECT_BOUND, server.connect(NoTls)).await {
+                Ok(Ok((client, connection))) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::debug!(error = %e, "database connection ended");
+                        }
+                    });
+                    return Ok(PgConn { client, statements: Mutex::new(HashMap::new()), broken: AtomicBool::new(false) });
+                }
+                Ok(Err(e)) => last = Some(ConnError::Postgres(e)),
+                Err(_) => last = Some(ConnError::Unresponsive(CONNECT_BOUND)),
+            }
+        }
+        Err(last.unwrap_or(ConnError::Unresponsive(Duration::ZERO)))
     }
 
+    /// Run on every checkout. It asks what the connection check at connect time asks
+    /// (`target_session_attrs=read-write`), so a connection to a primary that has since
+    /// been demoted is dropped here instead of failing the caller's write.
     async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
-        conn.client.simple_query("").await.map(|_| ())
+        // The pool abandons a check that outlasts the pool wait and would then keep the
+        // connection; marked broken until the server answers, such a connection (to a hung
+        // server) is dropped instead.
+        conn.broken.store(true, Ordering::Relaxed);
+        let answer = conn.client.simple_query("SHOW transaction_read_only").await?;
+        let read_only = answer.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("on")));
+        if read_only {
+            return Err(ConnError::ReadOnly);
+        }
+        conn.broken.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.client.is_closed()
+        conn.client.is_closed() || conn.broken.load(Ordering::Relaxed)
     }
 }
 
-pub fn pg_config(cfg: &DbConfig) -> tokio_postgres::Config {
+/// The connection settings shared by every server, without a host.
+fn base_config(cfg: &DbConfig) -> tokio_postgres::Config {
     let mut pg = tokio_postgres::Config::new();
-    pg.host(&cfg.host)
-        .port(cfg.port)
+    // Always, even with one server: the backend writes, so a standby is never usable.
+    pg.target_session_attrs(TargetSessionAttrs::ReadWrite)
         .user(&cfg.user)
         .dbname(&cfg.name)
         .application_name("quantaid-backend")
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(CONNECT_BOUND)
         .options(format!("-c statement_timeout={}", cfg.statement_timeout.as_millis()));
     if !cfg.password.is_empty() {
         pg.password(&cfg.password);
+    }
+    pg
+}
+
+/// All servers in one configuration (tried in order, the first writable one kept), for
+/// one-off connections such as migrations.
+pub fn pg_config(cfg: &DbConfig) -> tokio_postgres::Config {
+    let mut pg = base_config(cfg);
+    for server in &cfg.servers {
+        pg.host(&server.host).port(server.port);
     }
     pg
 }
@@ -81,7 +150,16 @@ pub struct Db {
 
 impl Db {
     pub async fn connect(cfg: &DbConfig, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let manager = Manager(PostgresConnectionManager::new(pg_config(cfg), NoTls));
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|server| {
+                let mut pg = base_config(cfg);
+                pg.host(&server.host).port(server.port);
+                pg
+            })
+            .collect();
+        let manager = Manager { servers };
         let pool = bb8::Pool::builder()
             .min_idle(Some(cfg.pool_min))
             .max_size(cfg.pool_max)
@@ -155,8 +233,19 @@ impl Conn<'_> {
         m.db_query_duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
         let result = match outcome {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_pg_error(name, e)),
-            Err(_) => Err(ApiError::unavailable("the database did not answer in time")),
+            Ok(Err(e)) => {
+                // A write refused as read-only: this server is no longer the primary.
+                if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+                    self.conn.broken.store(true, Ordering::Relaxed);
+                }
+                Err(map_pg_error(name, e))
+            }
+            Err(_) => {
+                // Past the server's own timeout the server (or the path to it) is gone;
+                // the connection's state is unknown, so it is not reused.
+                self.conn.broken.store(true, Ordering::Relaxed);
+                Err(ApiError::unavailable("the database did not answer in time"))
+            }
         };
         m.db_queries.with_label_values(&[name, if result.is_ok() { "ok" } else { "error" }]).inc();
         result
@@ -212,6 +301,7 @@ fn map_pg_error(query: &str, e: tokio_postgres::Error) -> ApiError {
         }
         Some(c)
             if *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::READ_ONLY_SQL_TRANSACTION
                 || *c == SqlState::ADMIN_SHUTDOWN
                 || *c == SqlState::CANNOT_CONNECT_NOW
                 || *c == SqlState::LOCK_NOT_AVAILABLE =>

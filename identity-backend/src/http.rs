@@ -52,6 +52,7 @@ pub fn api_router(state: SharedState) -> Router {
         // Inside `observe`, so that metrics and logs see the status the client gets.
         .layer(axum::middleware::from_fn(crate::invalidation::acknowledge_only_published))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .layer(axum::middleware::from_fn(middleware::run_to_completion))
         .with_state(state)
 }
 

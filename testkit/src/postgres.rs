@@ -13,6 +13,8 @@ use crate::process::{bind_lifetime, free_port, scratch_dir, wait_for_port};
 pub struct Postgres {
     port: u16,
     dir: PathBuf,
+    /// The postmaster's process id, for [`Postgres::kill`].
+    pid: u32,
 }
 
 /// PostgreSQL's server binaries: `$QUANTAID_PG_BIN`, else the newest
@@ -58,6 +60,23 @@ fn run(bin: &Path, args: &[&str], identity: Option<(u32, u32)>) -> anyhow::Resul
     Ok(())
 }
 
+/// A fresh scratch directory owned by the server's user.
+fn owned_scratch_dir(kind: &str, identity: Option<(u32, u32)>) -> anyhow::Result<PathBuf> {
+    let dir = scratch_dir(kind);
+    if let Some((uid, gid)) = identity {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    Ok(dir)
+}
+
+fn write_owned(path: &Path, contents: &str, identity: Option<(u32, u32)>) -> anyhow::Result<()> {
+    std::fs::write(path, contents)?;
+    if let Some((uid, gid)) = identity {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 impl Postgres {
     /// The cluster for this test process, started on first use.
     pub fn shared() -> &'static Postgres {
@@ -69,31 +88,57 @@ impl Postgres {
     pub fn start() -> anyhow::Result<Postgres> {
         let bin = bin_dir()?;
         let identity = server_identity()?;
-        let dir = scratch_dir("pg");
-        if let Some((uid, gid)) = identity {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
-        }
+        let dir = owned_scratch_dir("pg", identity)?;
         let data = dir.join("data");
-        let data_str = data.to_string_lossy().into_owned();
-        run(&bin.join("initdb"), &["-D", &data_str, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], identity)?;
+        run(
+            &bin.join("initdb"),
+            &["-D", &data.to_string_lossy(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            identity,
+        )?;
+        Self::serve(dir, identity, "")
+    }
+
+    /// Starts a streaming replica of this cluster (`pg_basebackup`, then `standby.signal`),
+    /// connected as `application_name` so the primary can name it in
+    /// `synchronous_standby_names`. It stops when the test process exits.
+    pub fn start_standby(&self, application_name: &str) -> anyhow::Result<Postgres> {
+        let bin = bin_dir()?;
+        let identity = server_identity()?;
+        let dir = owned_scratch_dir("pgstandby", identity)?;
+        let data = dir.join("data");
+        let primary_port = self.port.to_string();
+        run(
+            &bin.join("pg_basebackup"),
+            &["-h", self.host(), "-p", &primary_port, "-U", "postgres", "-D", &data.to_string_lossy(), "-X", "stream", "--checkpoint=fast", "--no-sync"],
+            identity,
+        )?;
+        write_owned(&data.join("standby.signal"), "", identity)?;
+        let standby = format!(
+            "primary_conninfo = 'host={} port={primary_port} user=postgres application_name={application_name}'\n",
+            self.host()
+        );
+        Self::serve(dir, identity, &standby)
+    }
+
+    /// Writes the configuration (the base settings plus `extra`) into `dir/data` and starts
+    /// the server from a thread that never exits, so its death signal fires only when the
+    /// whole test process goes.
+    fn serve(dir: PathBuf, identity: Option<(u32, u32)>, extra: &str) -> anyhow::Result<Postgres> {
+        let data = dir.join("data");
         let port = free_port();
         let conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 400\n\
-             shared_preload_libraries = 'pg_stat_statements'\nlog_min_messages = warning\n",
+             shared_preload_libraries = 'pg_stat_statements'\nlog_min_messages = warning\n{extra}",
             dir.display()
         );
-        std::fs::write(data.join("postgresql.auto.conf"), conf)?;
-        if let Some((uid, gid)) = identity {
-            std::os::unix::fs::chown(data.join("postgresql.auto.conf"), Some(uid), Some(gid))?;
-        }
-        // The server is spawned from a thread that never exits, so its death signal fires
-        // only when the whole test process goes.
-        let postgres = bin.join("postgres");
+        write_owned(&data.join("postgresql.auto.conf"), &conf, identity)?;
+        let postgres = bin_dir()?.join("postgres");
         let log = std::fs::File::create(dir.join("postgres.log"))?;
         if let Some((uid, gid)) = identity {
             std::os::unix::fs::chown(dir.join("postgres.log"), Some(uid), Some(gid))?;
         }
+        let data_str = data.to_string_lossy().into_owned();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("postgres-owner".into()).spawn(move || {
             let mut cmd = Command::new(postgres);
@@ -107,7 +152,38 @@ impl Postgres {
         let mut child = rx.recv()?.context("spawning postgres")?;
         wait_for_port(port, Duration::from_secs(30), &mut child, "postgres")
             .with_context(|| std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default())?;
-        Ok(Postgres { port, dir })
+        Ok(Postgres { port, dir, pid: child.id() })
+    }
+
+    /// Kills the server as a host crash would: SIGKILL to the postmaster and every server
+    /// process at once (also when they are frozen).
+    pub fn kill(&self) {
+        self.signal_all(libc::SIGKILL);
+    }
+
+    /// Freezes the server (SIGSTOP to every process): connections stay open and new ones
+    /// are accepted by the kernel, but nothing answers, as with a hung host. Undone only
+    /// by [`Postgres::kill`].
+    pub fn freeze(&self) {
+        self.signal_all(libc::SIGSTOP);
+    }
+
+    fn signal_all(&self, signal: i32) {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid)).unwrap_or_default();
+        let pids = std::iter::once(self.pid).chain(children.split_whitespace().filter_map(|p| p.parse().ok()));
+        for pid in pids {
+            // SAFETY: kill(2) on the postmaster this handle started and its children.
+            unsafe { libc::kill(pid as i32, signal) };
+        }
+    }
+
+    /// Promotes a standby (`pg_promote`, waiting for the promotion to finish).
+    pub async fn promote(&self) -> anyhow::Result<()> {
+        let promoted: bool = self.connect("postgres").await?.query_one("SELECT pg_promote(true, 30)", &[]).await?.get(0);
+        if !promoted {
+            bail!("the standby on port {} was not promoted within 30 s", self.port);
+        }
+        Ok(())
     }
 
     pub fn host(&self) -> &'static str {

@@ -100,6 +100,22 @@ pub async fn observe(
     response
 }
 
+/// Runs the request in a task of its own, so that it ends as it would have had its caller
+/// waited: a client that disconnects, or a proxy that gives up at its timeout, would
+/// otherwise cancel the handler wherever it is, for instance between committing a
+/// revocation and publishing its cache marker, leaving the credential revoked in PostgreSQL
+/// and still "active" in every proxy's cache (docs/caching.md). Each task is still bounded
+/// by `REQUEST_DEADLINE` (in `observe`) and the database's own timeouts.
+pub async fn run_to_completion(req: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            ApiError::Internal(anyhow::anyhow!("request task failed: {e}")).into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,8 @@ async fn template() -> &'static str {
         .await
 }
 
-fn base_config(db: &str, overrides: &[(&str, &str)]) -> Config {
+/// The test configuration over database `db` of the shared cluster, with `overrides`.
+pub fn base_config(db: &str, overrides: &[(&str, &str)]) -> Config {
     let pg = Postgres::shared();
     let mut vars: HashMap<String, String> = [
         (config::DB_HOST, pg.host().to_string()),
@@ -70,7 +71,12 @@ impl TestApp {
     /// Starts with config variables overridden, e.g. `&[(config::DB_POOL_MAX, "2")]`.
     pub async fn with(overrides: &[(&str, &str)]) -> TestApp {
         let db_name = Postgres::shared().create_database(Some(template().await)).await.expect("test database");
-        let config = base_config(&db_name, overrides);
+        Self::with_config(base_config(&db_name, overrides), db_name).await
+    }
+
+    /// Starts with a complete configuration (e.g. over other clusters than the shared one);
+    /// `db_name` is what [`TestApp::pg`] connects to.
+    pub async fn with_config(config: Config, db_name: String) -> TestApp {
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", api.local_addr().unwrap());

@@ -134,3 +134,44 @@ async fn bloom_snapshot_lists_live_keys_only_and_needs_the_internal_token() {
     let r = app.http.post(app.url("/internal/v1/introspect")).form(&[("token", "x")]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// A revocation whose caller goes away (a client that disconnects, a proxy that gives up
+/// at its timeout) after the revocation was committed still publishes its marker: a
+/// cancelled handler would leave the credential revoked in PostgreSQL and "active" in
+/// every proxy's cache, and a retry would find nothing left to revoke and answer 200.
+#[tokio::test]
+async fn a_revocation_abandoned_by_its_caller_still_publishes_its_marker() {
+    let redis = Redis::start().unwrap();
+    let app = app_with_redis(&redis).await;
+    let mut r = redis_conn(&redis).await;
+    app.create_user("alice").await;
+    let client = app.create_client(&["password"], &["read"]).await;
+    let (_, t) = app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await;
+    let access = t["access_token"].as_str().unwrap().to_string();
+
+    // Hold the publication up after the revocation's UPDATE: publishing reads the outbox first.
+    let mut pg = app.pg().await;
+    let lock = pg.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE cache_invalidations IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let abandoned = app
+        .http
+        .post(app.url("/oauth/revoke"))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", access.as_str())])
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the caller gave up while the marker was held up");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.unwrap();
+
+    let mut marker = None;
+    for _ in 0..50 {
+        marker = r.get::<_, Option<String>>(cache::token_key(&access)).await.unwrap();
+        if marker.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(marker.as_deref(), Some(cache::TOMBSTONE), "the abandoned revocation published its tombstone");
+}

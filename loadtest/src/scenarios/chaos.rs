@@ -46,9 +46,11 @@ const PROBE_AFTER: [Duration; 3] = [Duration::ZERO, Duration::from_millis(100), 
 const RETRY_EVERY: Duration = Duration::from_millis(250);
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
-/// Request names; `lookup` in chaos.json is the first three together.
+/// Request names; `lookup` in chaos.json is the first three together: the steady load's
+/// lookups of the pool, all cached before the measurement starts. `fill` is a revoker's
+/// first lookup of a credential it just created (a cache miss, so it needs the database).
 const LOOKUPS: [&str; 3] = ["session", "check", "introspect"];
-const NAMES: [&str; 9] = ["session", "check", "introspect", "token", "login", "revoke", "logout", "logout_all", "probe"];
+const NAMES: [&str; 10] = ["session", "check", "introspect", "token", "login", "revoke", "logout", "logout_all", "probe", "fill"];
 
 struct Settings {
     targets: Vec<Api>,
@@ -190,7 +192,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         shape: format!(
             "constant-arrival-rate: {} requests/s for {} over {} targets (round-robin): session lookups 40%, \
              forward-auth checks 25%, introspections 32%, token grants 2.5%, logins 0.5% (up to {MAX_VUS} in flight); \
-             plus {REVOKERS} revokers cycling token revocation, logout and logout-all, each followed by lookups on every target.",
+             plus {REVOKERS} revokers cycling token revocation, logout and logout-all: each new credential is looked up \
+             on every target (`fill`), revoked, then looked up on every target again (`probe`).",
             s.rate,
             human(s.secs),
             s.targets.len()
@@ -317,7 +320,7 @@ async fn token_cycle(shared: &Shared, via: usize, cycle: usize) {
     for api in &shared.targets {
         let start = Instant::now();
         let outcome = api.introspect(client, &token).await.and_then(|a| if a { Ok(()) } else { Err("new token inactive".into()) });
-        shared.rec.record("introspect", start, outcome);
+        shared.rec.record("fill", start, outcome);
     }
     let revoked = acknowledged(shared, "revoke", || shared.targets[via].revoke(client, &token)).await;
     if revoked == Some(Revoked::Done) {
@@ -347,7 +350,7 @@ async fn session_cycle(shared: &Shared, via: usize, user: &str, all: bool) {
         for session in &sessions {
             let start = Instant::now();
             let outcome = target.session_valid(session).await.and_then(|v| if v { Ok(()) } else { Err("new session invalid".into()) });
-            shared.rec.record("session", start, outcome);
+            shared.rec.record("fill", start, outcome);
         }
     }
     let name = if all { "logout_all" } else { "logout" };
