@@ -85,26 +85,32 @@ log "$(pgbackrest version), $(haproxy -v | head -n 1 | awk '{print "HAProxy", $3
 
 # ---------------------------------------------------------------------------- throwaway places and ports
 
-first_free_port() {
-    local p=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-    echo "$p"
+# pick VAR BASE: sets VAR to the first port from BASE up on which nothing listens and that
+# this run has not handed out yet (its services start later). Bases lie below Linux's
+# ephemeral range.
+PICKED=" "
+pick() {
+    local p=$2
+    while [[ $PICKED == *" $p "* ]] || (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    PICKED="$PICKED$p "
+    printf -v "$1" '%s' "$p"
 }
 
 WORK=$(mktemp -d /tmp/quantaid-backup-test.XXXXXX)
 chmod 711 "$WORK" # the postgres user must reach the cluster and the config inside
 export QUANTAID_STACK_DIR=$WORK/stack
 STACK=$QUANTAID_STACK_DIR
-QUANTAID_PG_PORT=$(first_free_port 35432)
-QUANTAID_REDIS_PORT=$(first_free_port 36379)
+port=""
+pick QUANTAID_PG_PORT 27432
+pick QUANTAID_REDIS_PORT 27379
 export QUANTAID_PG_PORT QUANTAID_REDIS_PORT
-QUANTAID_LISTEN_ADDR=127.0.0.1:$(first_free_port 38081)
-QUANTAID_METRICS_ADDR=127.0.0.1:$(first_free_port 39091)
-QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$(first_free_port 38080)
-QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$(first_free_port 39090)
+pick port 27081; QUANTAID_LISTEN_ADDR=127.0.0.1:$port
+pick port 27091; QUANTAID_METRICS_ADDR=127.0.0.1:$port
+pick port 27080; QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port
+pick port 27090; QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$port
 export QUANTAID_LISTEN_ADDR QUANTAID_METRICS_ADDR QUANTAID_PROXY_LISTEN_ADDR QUANTAID_PROXY_METRICS_ADDR
-S3_PORT=$(first_free_port 38014)
-TLS_PORT=$(first_free_port 38443)
+pick S3_PORT 27014
+pick TLS_PORT 27443
 PROXY=http://$QUANTAID_PROXY_LISTEN_ADDR
 
 # The backup scripts' settings, as an operator exports them (docs/operations/backup-restore.md).
@@ -444,6 +450,7 @@ must "a full backup to break" "$BK/backup.sh" full
 create_user after-failure-base >/dev/null
 psql_q -c 'SELECT pg_switch_wal()' >/dev/null
 create_user after-failure-base-2 >/dev/null
+T_AFTER_GAP=$(date -u '+%Y-%m-%d %H:%M:%S.%N') # a time inside the segment removed below
 must "verify.sh passes before the damage" "$BK/verify.sh"
 FULL=$(runuser -u postgres -- pgbackrest --config-path="$QUANTAID_BACKUP_CONFIG_PATH" --stanza=quantaid info --output=json | jq -r '.[0].backup[-1].label')
 REPO=$WORK/s3/quantaid-backups/quantaid
@@ -480,6 +487,18 @@ mv "$WORK/held-data" "$PG_DATA"
 must "with the repository repaired, verify.sh passes again" "$BK/verify.sh"
 scripts/stack.sh up >/dev/null 2>&1
 check "the untouched cluster still serves the user written before the damage" test -n "$(login after-failure-base)"
+
+# The gap again, now with a time target behind it: PostgreSQL must refuse to open.
+scripts/stack.sh down >/dev/null
+mv "$seg" "$WORK/held-segment"
+check "restore.sh --to a time behind a WAL gap fails (non-zero, recovery did not reach it)" \
+    bash -c "! '$BK/restore.sh' --to '$T_AFTER_GAP' 2>'$WORK/err' && grep -q 'recovery ended before configured recovery target was reached' '$WORK/err'"
+check "... and PostgreSQL is not left running" bash -c "! runuser -u postgres -- '$PG_BIN/pg_ctl' -D '$PG_DATA' status >/dev/null 2>&1"
+mv "$WORK/held-segment" "$seg"
+must "with the segment back, restore.sh --to latest recovers the cluster" "$BK/restore.sh" --to latest
+check "... with the writes on both sides of the former gap" \
+    test "$(psql_q -c "SELECT count(*) FROM users WHERE username IN ('after-failure-base', 'after-failure-base-2')")" = 2
+quiet scripts/stack.sh up
 
 # ---------------------------------------------------------------------------- retention
 
