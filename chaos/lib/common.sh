@@ -86,7 +86,7 @@ chaos_prom() {
 
 # chaos_cleanup: kills everything this experiment started. Runs on every exit.
 chaos_cleanup() {
-    local f pid data
+    local f pid data sock
     for f in "$CHAOS_WORK"/pids/*; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
@@ -95,7 +95,7 @@ chaos_cleanup() {
     if [ -f "$CHAOS_WORK/pgclusters" ]; then
         while read -r data sock; do
             pg_as "$PG_BIN/pg_ctl" -D "$data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
-            rm -rf "$sock"
+            rm -rf "$sock" 2>/dev/null || true
         done <"$CHAOS_WORK/pgclusters"
     fi
 }
