@@ -34,6 +34,13 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
 [[ -f /etc/ssl/certs/ca-certificates.crt ]] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 cp "$here/Containerfile.local" "$ctx/Containerfile"
+ctr=""
+cleanup() {
+  [[ -n $ctr ]] && { buildah umount "$ctr" >/dev/null 2>&1; buildah rm "$ctr" >/dev/null 2>&1; }
+  ((KEEP)) || buildah rmi -f "$TAG" >/dev/null 2>&1
+  rm -rf "$ctx"
+}
+((CHECK)) && trap cleanup EXIT   # a checked image is removed afterwards unless --keep
 buildah bud -q --layers=false -f "$ctx/Containerfile" -t "$TAG" "$ctx" >/dev/null
 ((CHECK)) || { echo "built $TAG"; exit 0; }
 
@@ -47,8 +54,6 @@ echo "image: $TAG  user=$user  entrypoint=$entry  size=$size"
 CHROOT=$(command -v chroot)  # env -i below clears PATH
 ctr=$(buildah from -q "$TAG")
 mnt=$(buildah mount "$ctr")
-cleanup() { buildah umount "$ctr" >/dev/null 2>&1 || true; buildah rm "$ctr" >/dev/null 2>&1 || true; ((KEEP)) || buildah rmi -f "$TAG" >/dev/null 2>&1 || true; rm -rf "$ctx"; }
-trap cleanup EXIT
 for sh in bin/sh bin/bash usr/bin/sh bin/busybox; do [[ ! -e "$mnt/$sh" ]] || fail "the image has /$sh"; done
 echo "image: files $(cd "$mnt" && find . -type f | wc -l), no shell"
 # The binaries start from the image's filesystem alone, as the image's user.

@@ -48,7 +48,7 @@ check() {
   local out=$work/check.log
   if "$@" >"$out" 2>&1; then ok "$name"; else not_ok "$name" "$out"; fi
 }
-section() { printf '\n== %s\n' "$*"; }
+section() { printf '\n== %s  (at %ss)\n' "$*" "$((SECONDS - started))"; }
 
 # ---------------------------------------------------------------------------------------
 section "1. helm lint and template (Helm $(helm version --template '{{.Version}}') and $("$HELM4" version --template '{{.Version}}'))"
