@@ -96,7 +96,7 @@ check "once it is ready again the PDB allows one disruption" until_true 60 pdb_a
 check "then the eviction is granted and a replacement pod becomes ready" eviction_granted "${pods[1]}"
 
 # What the schema files cannot know: label syntax is checked by the API server only.
-helm template --kube-version v1.37.2 quantaid "$chart" -n "$ns" -f "$values" --set-string 'podLabels.tier=not a valid label!' >"$work/bad-label.yaml" 2>&1
+helm template --kube-version v1.37.2 quantaid "$chart" -n "$ns" -f "$values" --set-string 'podLabels.tier=not a valid label!' >"$work/bad-label.yaml" 2>"$work/bad-label.log"
 check "kubeconform accepts a pod label value the API server will refuse" \
   kubeconform -strict -schema-location "$SCHEMAS/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$work/bad-label.yaml"
 check "helm upgrade with it is refused by the API server's validation" \
