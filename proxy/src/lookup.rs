@@ -105,6 +105,11 @@ pub struct Lookups {
     config: Arc<Config>,
 }
 
+/// A live cache entry's answer: the stored body, or "not found" for a negative entry.
+fn cached_answer(body: String) -> Answer {
+    if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) }
+}
+
 fn json_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
     body.get(name).and_then(Value::as_str)
 }
@@ -149,6 +154,7 @@ impl Lookups {
         }
         let user_id = matches!(kind, Kind::User).then(|| key.trim_start_matches("user:"));
         let caller_check = caller.map(|c| (c.introspector.client_id.as_str(), c.marker.as_str()));
+        let read_at = self.flights.now();
         let cached = self.redis.lookup(key, user_id, caller_check).await;
         if caller.is_some() && matches!(cached, Cached::CallerStale | Cached::Unavailable) {
             return Ok(Answer::CallerStale);
@@ -160,7 +166,7 @@ impl Lookups {
         let (user_version, may_fill) = match cached {
             Cached::Hit(body) => {
                 METRICS.cache_hits.with_label_values(&[kind.label()]).inc();
-                return Ok(if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) });
+                return Ok(cached_answer(body));
             }
             Cached::Revoked => {
                 METRICS.cache_hits.with_label_values(&[kind.label()]).inc();
@@ -179,7 +185,18 @@ impl Lookups {
             }
         };
         self.flights
-            .run(flight_key, || async move {
+            .run(flight_key, read_at, |recheck| async move {
+                let mut user_version = user_version;
+                if recheck && may_fill {
+                    // Another flight for this key finished after our miss was read, and
+                    // has most likely filled the entry: read it before calling the backend.
+                    match self.redis.lookup(key, user_id, caller_check).await {
+                        Cached::Hit(body) => return Ok(cached_answer(body)),
+                        Cached::Revoked => return Ok(Answer::NotFound),
+                        Cached::Miss { user_version: now } => user_version = now,
+                        Cached::Unavailable | Cached::CallerStale => {}
+                    }
+                }
                 let fetched = fetch(user_version).await?;
                 if let (true, Some(fill)) = (may_fill, fetched.fill) {
                     self.fill(key, &fill).await;

@@ -190,6 +190,10 @@ async fn concurrent_misses_make_one_backend_call() {
     stack.create_user("hank").await;
     let session = stack.login(0, "hank").await;
     let calls = r#"quantaid_http_requests_total{method="GET",path="/v1/auth/session",status="200"}"#;
+    // Open the connections first, so that the 100 lookups really arrive together and the
+    // last of them miss Redis just as the first one's backend call finishes.
+    let url = stack.at(0, "/health");
+    join_all((0..100).map(|_| stack.http.get(&url).send())).await;
     let before = stack.backend_metric(calls).await;
     let statuses = join_all((0..100).map(|_| stack.session(0, &session))).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
