@@ -3,12 +3,12 @@
 //! Tests build a [`Config`] directly (or through [`Config::from_lookup`] with a map);
 //! nothing here calls `std::env::set_var`.
 
-use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use quantaid_protocol::cache;
+use quantaid_protocol::forwarded::{self, IpNet};
 use quantaid_protocol::env::Env;
 use quantaid_protocol::redis_target::SentinelConfig;
 
@@ -119,54 +119,6 @@ pub struct ThrottleConfig {
     pub window: Duration,
 }
 
-/// An address range in CIDR notation (a bare address is a /32 or /128).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-/// IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are treated as the IPv4 address.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>()?, Some(p.parse::<u8>()?)),
-            None => (s.parse::<IpAddr>()?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            bail!("prefix /{prefix} is too long for {addr}");
-        }
-        Ok(IpNet { addr: canonical(addr), prefix })
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen_addr: SocketAddr,
@@ -228,12 +180,8 @@ impl Config {
         let env = Env::new(lookup);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
 
-        let trusted_proxies = env.get(TRUSTED_PROXIES, "127.0.0.1/32,::1/128")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| s.parse::<IpNet>().with_context(|| format!("{TRUSTED_PROXIES}: {s:?}")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trusted_proxies = forwarded::parse_nets(&env.get(TRUSTED_PROXIES, "127.0.0.1/32,::1/128"))
+            .map_err(|e| anyhow::anyhow!("{TRUSTED_PROXIES}: {e}"))?;
 
         let db = DbConfig {
             servers: db_servers(&env.get(DB_HOST, "127.0.0.1"), &env.get(DB_PORT, "5432"))?,
@@ -444,15 +392,5 @@ mod tests {
         assert!(err.contains(DB_HOST), "{err}");
         let err = config(&[(DB_PORT, "5432,x")]).unwrap_err().to_string();
         assert!(err.contains(DB_PORT), "{err}");
-    }
-
-    #[test]
-    fn trusted_proxy_ranges_match() {
-        let net: IpNet = "10.0.0.0/8".parse().unwrap();
-        assert!(net.contains("10.1.2.3".parse().unwrap()));
-        assert!(!net.contains("11.0.0.1".parse().unwrap()));
-        let lo: IpNet = "127.0.0.1".parse().unwrap();
-        assert!(lo.contains("::ffff:127.0.0.1".parse().unwrap()));
-        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
     }
 }

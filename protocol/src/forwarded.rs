@@ -66,25 +66,40 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The client's address, seen from a hop whose TCP peer is `peer` and which received
-/// the `X-Forwarded-For` header values `forwarded` (in order). Only entries that a
-/// `trusted` hop appended are believed.
-pub fn client_address<'a>(peer: IpAddr, forwarded: impl IntoIterator<Item = &'a str>, trusted: &[IpNet]) -> IpAddr {
+/// the `X-Forwarded-For` header lines `forwarded` (in order; several lines form one
+/// list, and a line that is not text is one unusable entry). Only entries that a
+/// `trusted` hop appended are believed; entries left of where the walk stops are
+/// whatever the client chose to send and are never looked at.
+pub fn client_address<'a>(peer: IpAddr, forwarded: impl IntoIterator<Item = &'a [u8]>, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut client = canonical(peer);
     if !is_trusted(client) {
         return client;
     }
-    let entries: Vec<&str> = forwarded.into_iter().flat_map(|v| v.split(',')).collect();
-    for entry in entries.into_iter().rev() {
-        match entry.trim().parse::<IpAddr>() {
-            Ok(ip) => client = canonical(ip),
-            Err(_) => return client,
-        }
+    let hops: Vec<Option<IpAddr>> = forwarded
+        .into_iter()
+        .flat_map(|line| match std::str::from_utf8(line) {
+            Ok(text) => text.split(',').map(parse_hop).collect(),
+            Err(_) => vec![None],
+        })
+        .collect();
+    for hop in hops.into_iter().rev() {
+        let Some(ip) = hop else { return client };
+        client = ip;
         if !is_trusted(client) {
             return client;
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:80`,
+/// `[2001:db8::1]:443`), as some proxies write it.
+fn parse_hop(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let bare = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).unwrap_or(entry);
+    let ip = bare.parse::<IpAddr>().ok().or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))?;
+    Some(canonical(ip))
 }
 
 #[cfg(test)]
@@ -107,21 +122,36 @@ mod tests {
         assert!(parse_nets("10.0.0.0/8,garbage").is_err());
     }
 
+    fn lines<'a>(lines: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> {
+        lines.iter().map(|l| l.as_bytes())
+    }
+
     #[test]
     fn walks_right_to_left_and_stops_at_the_first_untrusted_or_unusable_hop() {
         let ingress = parse_nets("10.0.0.0/8").unwrap();
         // An untrusted peer's header is ignored entirely.
-        assert_eq!(client_address(ip("127.0.0.1"), ["6.6.6.6"], &ingress), ip("127.0.0.1"));
-        assert_eq!(client_address(ip("127.0.0.1"), ["6.6.6.6"], &[]), ip("127.0.0.1"));
+        assert_eq!(client_address(ip("127.0.0.1"), lines(&["6.6.6.6"]), &ingress), ip("127.0.0.1"));
+        assert_eq!(client_address(ip("127.0.0.1"), lines(&["6.6.6.6"]), &[]), ip("127.0.0.1"));
         // A trusted ingress: its view of the client, not what the client prepended.
-        assert_eq!(client_address(ip("10.0.0.5"), ["6.6.6.6, 203.0.113.7"], &ingress), ip("203.0.113.7"));
-        assert_eq!(client_address(ip("10.0.0.5"), ["6.6.6.6", "203.0.113.7, 10.0.0.9"], &ingress), ip("203.0.113.7"));
-        // Unparsable entries stop the walk at the last hop that could be named.
-        for bad in ["garbage", "1.2.3.4:4711", "", "unknown"] {
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["6.6.6.6, 203.0.113.7"]), &ingress), ip("203.0.113.7"));
+        // Several header lines are one list.
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["6.6.6.6", "203.0.113.7, 10.0.0.9"]), &ingress), ip("203.0.113.7"));
+        // Unusable entries stop the walk at the last hop that could be named.
+        for bad in ["garbage", "", "unknown", "1.2.3.4:99999"] {
             let header = format!("6.6.6.6, {bad}");
-            assert_eq!(client_address(ip("10.0.0.5"), [header.as_str()], &ingress), ip("10.0.0.5"), "{bad:?}");
+            assert_eq!(client_address(ip("10.0.0.5"), lines(&[header.as_str()]), &ingress), ip("10.0.0.5"), "{bad:?}");
         }
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["1.1.1.1, junk, 10.2.2.2"]), &ingress), ip("10.2.2.2"));
+        let not_text: &[u8] = b"\xff\xfe";
+        assert_eq!(client_address(ip("10.0.0.5"), [b"6.6.6.6".as_slice(), not_text], &ingress), ip("10.0.0.5"));
+        // Garbage left of the client is never looked at.
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["junk, , unknown, 198.51.100.7"]), &ingress), ip("198.51.100.7"));
+        // Ports and brackets, as some proxies write them; IPv4-mapped addresses as IPv4.
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["198.51.100.7:4711"]), &ingress), ip("198.51.100.7"));
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["[2001:db8::1]"]), &ingress), ip("2001:db8::1"));
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&["[2001:db8::1]:443"]), &ingress), ip("2001:db8::1"));
+        assert_eq!(client_address(ip("::ffff:10.0.0.5"), lines(&["::ffff:198.51.100.7"]), &ingress), ip("198.51.100.7"));
         // A trusted ingress that passed nothing is itself the client.
-        assert_eq!(client_address(ip("10.0.0.5"), [], &ingress), ip("10.0.0.5"));
+        assert_eq!(client_address(ip("10.0.0.5"), lines(&[]), &ingress), ip("10.0.0.5"));
     }
 }

@@ -411,7 +411,7 @@ impl ProxyHttp for QuantaProxy {
         // trusted ingress, the client that ingress saw. Whatever else the client wrote
         // is dropped, so it cannot choose the address that is throttled and audited.
         let client = client_ip(session).map(|peer| {
-            let passed = session.req_header().headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            let passed = session.req_header().headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
             forwarded::client_address(peer, passed, &self.config.trusted_ingress)
         });
         for name in ["x-forwarded-for", "forwarded", "x-real-ip"] {

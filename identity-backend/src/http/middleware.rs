@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::config::{canonical, IpNet};
+use quantaid_protocol::forwarded::{self, IpNet};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::telemetry::{continue_trace, new_trace_id, parse_traceparent};
@@ -19,45 +19,10 @@ use crate::SharedState;
 /// ends as a 503 rather than holding its connection forever.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The client's address: the peer, or, when the peer is a trusted proxy, the hop that
-/// handed the request to the outermost trusted proxy. `X-Forwarded-For` is read right
-/// to left (only entries our own proxies appended can be believed) and the walk stops
-/// at the first hop that is not trusted (that is the client) or cannot be parsed (its
-/// sender is unknown, so the nearest trusted address found so far is used). Entries
-/// left of the stop are whatever the client chose to send and are never looked at.
+/// The client's address: the peer, or, when the peer is a trusted proxy, the client it
+/// names (the rule, shared with the proxy, is `quantaid_protocol::forwarded`).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let mut nearest = canonical(peer);
-    if !is_trusted(nearest) {
-        return nearest;
-    }
-    // Several header lines form one list, in order; a line that is not text is one
-    // unparsable hop.
-    let hops: Vec<Option<IpAddr>> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .flat_map(|v| match v.to_str() {
-            Ok(text) => text.split(',').map(parse_hop).collect(),
-            Err(_) => vec![None],
-        })
-        .collect();
-    for hop in hops.into_iter().rev() {
-        let Some(ip) = hop else { break };
-        if !is_trusted(ip) {
-            return ip;
-        }
-        nearest = ip;
-    }
-    nearest
-}
-
-/// One `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:80`,
-/// `[2001:db8::1]:443`), as some proxies write it.
-fn parse_hop(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
-    let bare = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).unwrap_or(entry);
-    let ip = bare.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
-    Some(canonical(ip))
+    forwarded::client_address(peer, headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()), trusted)
 }
 
 pub async fn observe(
@@ -127,21 +92,11 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted: Vec<IpNet> = vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+    fn every_forwarded_for_line_reaches_the_shared_rule() {
+        let trusted = forwarded::parse_nets("127.0.0.1, 10.0.0.0/8").unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        // Untrusted peer: the header is ignored.
         assert_eq!(client_ip(ip("203.0.113.9"), &xff("1.2.3.4"), &trusted), ip("203.0.113.9"));
-        // Trusted peer: the nearest untrusted hop wins, not a spoofed leftmost entry.
         assert_eq!(client_ip(ip("127.0.0.1"), &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted), ip("198.51.100.7"));
-        // Garbage in the header: fall back to the nearest trusted hop.
-        assert_eq!(client_ip(ip("127.0.0.1"), &xff("not-an-ip"), &trusted), ip("127.0.0.1"));
-        assert_eq!(client_ip(ip("127.0.0.1"), &xff("1.1.1.1, junk, 10.2.2.2"), &trusted), ip("10.2.2.2"));
-        // Garbage left of the client is never looked at.
-        assert_eq!(client_ip(ip("127.0.0.1"), &xff("junk, , unknown, 198.51.100.7"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("127.0.0.1"), &xff("198.51.100.7:4711"), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("127.0.0.1"), &xff("[2001:db8::1]"), &trusted), ip("2001:db8::1"));
-        // Several header lines are one list.
         let mut two = xff("6.6.6.6");
         two.append("x-forwarded-for", "198.51.100.8".parse().unwrap());
         assert_eq!(client_ip(ip("127.0.0.1"), &two, &trusted), ip("198.51.100.8"));
