@@ -79,6 +79,22 @@ async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
+/// How many connections the kernel may hold for the backend before it accepts them
+/// (the kernel caps it at `net.core.somaxconn`, 4096 by default). The usual 128 is
+/// less than one burst from a proxy under load: connections beyond it have their SYN
+/// dropped and wait a full second for the retransmission, past the proxy's connect
+/// timeout, and the client gets a 503 from a healthy backend.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with room for a burst of connections.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // A restarted backend can bind while the old one's connections linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains: each open
 /// connection finishes its in-flight request and closes.
 ///

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use quantaid_backend::config::Config;
+use quantaid_backend::http::listen;
 use quantaid_backend::{migrate, run, telemetry};
 
 #[tokio::main]
@@ -15,12 +16,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         "serve" => {
-            let api = tokio::net::TcpListener::bind(config.listen_addr)
-                .await
-                .with_context(|| format!("binding {}", config.listen_addr))?;
-            let metrics = tokio::net::TcpListener::bind(config.metrics_addr)
-                .await
-                .with_context(|| format!("binding {}", config.metrics_addr))?;
+            let api = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
+            let metrics = listen(config.metrics_addr).with_context(|| format!("binding {}", config.metrics_addr))?;
             run(api, metrics, config, shutdown_signal()).await
         }
         other => anyhow::bail!("unknown command {other:?}; use `serve` (default) or `migrate`"),

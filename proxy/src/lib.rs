@@ -40,7 +40,9 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     conf.threads = config.threads;
     conf.grace_period_seconds = Some(config.shutdown_grace.as_secs());
     conf.graceful_shutdown_timeout_seconds = Some(config.shutdown_grace.as_secs());
-    conf.upstream_keepalive_pool_size = 256;
+    // Idle backend connections kept for reuse: enough for every client connection of a
+    // burst to find one, so that load does not turn into a storm of new connects.
+    conf.upstream_keepalive_pool_size = 1024;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -44,6 +44,8 @@ pub struct RequestCtx {
     status: u16,
     /// The request's body must be in by then (`QUANTAID_PROXY_BODY_TIMEOUT_MS`).
     body_deadline: Instant,
+    /// Whether a failed connect to the backend was already tried again.
+    connect_retried: bool,
 }
 
 const SESSION_COOKIE: &str = "quantaid_session";
@@ -334,6 +336,7 @@ impl ProxyHttp for QuantaProxy {
             span: tracing::Span::none(),
             status: 0,
             body_deadline: Instant::now() + self.config.body_timeout,
+            connect_retried: false,
         }
     }
 
@@ -394,6 +397,16 @@ impl ProxyHttp for QuantaProxy {
         peer.options.write_timeout = Some(self.config.backend_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
+    }
+
+    /// A connect that failed sent nothing, so any request may be tried again: once, as the
+    /// backend is in the same pod and a second failure means it is down, not busy.
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        if !ctx.connect_retried {
+            ctx.connect_retried = true;
+            e.set_retry(true);
+        }
+        e
     }
 
     /// Adds this hop's `traceparent`; sets `X-Forwarded-For` to the client as this hop

@@ -65,3 +65,18 @@ async fn silent_slow_and_idle_connections_are_closed() {
     let r = app.get("/health", None).await;
     assert_eq!(r.status(), reqwest::StatusCode::OK);
 }
+
+/// A burst of connections the backend has not accepted yet all complete their handshake
+/// at once: none waits for a SYN retransmission (a second), which would outlast the
+/// proxy's connect timeout and turn a burst into 503s.
+#[tokio::test]
+async fn a_burst_of_connections_fits_the_listen_queue() {
+    let listener = quantaid_backend::http::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nobody accepts: the kernel's queue alone must hold them.
+    let burst = (0..600).map(|_| tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)));
+    let connected = futures::future::join_all(burst).await;
+    let waiting = connected.iter().filter(|c| !matches!(c, Ok(Ok(_)))).count();
+    assert_eq!(waiting, 0, "{waiting} of 600 connections were not established within 500 ms");
+    drop(listener);
+}

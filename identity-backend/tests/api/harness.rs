@@ -7,7 +7,6 @@ use quantaid_backend::config::{self, Config};
 use quantaid_testkit::Postgres;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 
 pub const ADMIN_TOKEN: &str = "test-bootstrap-admin-token";
@@ -77,8 +76,8 @@ impl TestApp {
     /// Starts with a complete configuration (e.g. over other clusters than the shared one);
     /// `db_name` is what [`TestApp::pg`] connects to.
     pub async fn with_config(config: Config, db_name: String) -> TestApp {
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
+        let metrics = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
         let url = format!("http://{}", api.local_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

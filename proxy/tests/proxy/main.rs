@@ -7,5 +7,6 @@ mod invariants;
 mod revocation_faults;
 mod lookups;
 mod metrics;
+mod pass_through;
 mod security;
 mod tracing;

@@ -9,7 +9,6 @@ use quantaid_backend::config::{self as backend_config, Config as BackendConfig};
 use quantaid_testkit::{free_port, ChildGuard, Link, Postgres, Redis};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 
 pub const ADMIN_TOKEN: &str = "proxy-test-admin-token";
@@ -84,8 +83,8 @@ impl Stack {
         let backend_link = link.then(|| Link::start(redis.port()).expect("link to redis"));
         let db = Postgres::shared().create_database(Some(template().await)).await.expect("database");
         let config = backend_config(&db, backend_link.as_ref().map_or(redis.port(), Link::port));
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
+        let metrics = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
         let backend_addr = api.local_addr().unwrap();
         let backend_metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
