@@ -7,14 +7,15 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use quantaid_protocol::access::Principal;
+use quantaid_protocol::credential::presented_credential;
+
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{check_same_origin, presented_credential};
+use crate::http::extract::check_same_origin;
 use crate::security::token::{self, TokenKind};
 use crate::SharedState;
 
-pub const ADMIN_SCOPE: &str = "admin";
-pub const USERS_READ_SCOPE: &str = "users:read";
 
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -38,12 +39,6 @@ pub struct AccessToken {
     pub expires_at: DateTime<Utc>,
 }
 
-impl AccessToken {
-    pub fn has_scope(&self, wanted: &str) -> bool {
-        self.scope.split(' ').any(|s| s == wanted)
-    }
-}
-
 #[derive(Clone, Debug)]
 pub enum Caller {
     /// The bootstrap admin token from configuration (first setup only).
@@ -53,17 +48,22 @@ pub enum Caller {
 }
 
 impl Caller {
-    pub fn is_admin(&self) -> bool {
+    /// The caller as the shared authorization rules (`quantaid_protocol::access`) see it.
+    pub fn principal(&self) -> Principal<'_> {
         match self {
-            Caller::BootstrapAdmin => true,
-            Caller::Session(_) => false,
-            Caller::AccessToken(t) => t.has_scope(ADMIN_SCOPE),
+            Caller::BootstrapAdmin => Principal::BootstrapAdmin,
+            Caller::Session(s) => Principal::Session { user_id: s.user_id },
+            Caller::AccessToken(t) => Principal::Token { scopes: &t.scope },
         }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.principal().is_admin()
     }
 
     /// Admin, or the user's own session.
     pub fn is_admin_or_session_of(&self, user_id: Uuid) -> bool {
-        self.is_admin() || matches!(self, Caller::Session(s) if s.user_id == user_id)
+        self.principal().is_admin_or_session_of(user_id)
     }
 }
 

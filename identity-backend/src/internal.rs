@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use quantaid_protocol::cache::{SNAPSHOT_SESSION, SNAPSHOT_TOKEN, SNAPSHOT_USER};
+use quantaid_protocol::credential::presented_credential;
 use serde::Deserialize;
 use tokio_postgres::IsolationLevel;
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{presented_credential, FormBody, QueryParams};
+use crate::http::extract::{FormBody, QueryParams};
 use crate::oauth::introspect::introspection;
 use crate::security::token;
 use crate::SharedState;

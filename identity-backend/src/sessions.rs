@@ -15,7 +15,9 @@ use crate::audit::{self, Action};
 use crate::auth::{find_session, note_user, Authenticated, Caller};
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{presented_credential, JsonBody, OptionalJsonBody, RequestContext};
+use quantaid_protocol::credential::presented_credential;
+
+use crate::http::extract::{JsonBody, OptionalJsonBody, RequestContext};
 use crate::security::token::{self, new_id, TokenKind};
 use crate::mfa::{TotpAttempt, TotpRefusal};
 use crate::throttle::{self, LoginKeys};

@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::audit::{self, decode_cursor, encode_cursor, Action};
-use crate::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller, USERS_READ_SCOPE};
+use crate::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller};
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, QueryParams, RequestContext};
@@ -123,9 +123,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "no such user")?;
-    let allowed = caller.is_admin_or_session_of(id)
-        || matches!(&caller, Caller::AccessToken(t) if t.has_scope(USERS_READ_SCOPE));
-    if !allowed {
+    if !caller.principal().may_read_user(id) {
         return Err(ApiError::Forbidden("not allowed to read this user"));
     }
     let conn = state.db.conn().await?;

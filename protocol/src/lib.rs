@@ -3,7 +3,9 @@
 //! that no cache serves a revoked credential (DESIGN.md invariants 1–4), and the log
 //! and trace format both sidecars share.
 
+pub mod access;
 pub mod cache;
+pub mod credential;
 pub mod env;
 pub mod forwarded;
 pub mod introspection;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use http::{HeaderValue, StatusCode};
+use quantaid_protocol::access::Principal;
 use quantaid_protocol::cache::{self, entry};
 use quantaid_protocol::introspection::Introspector;
 use quantaid_protocol::token::{self, TokenKind};
@@ -77,9 +78,20 @@ impl Kind {
 /// Who is calling, resolved from the cache like any other lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Caller {
-    Admin,
-    Session { user_id: String },
-    Token { user_id: Option<String>, scopes: String },
+    BootstrapAdmin,
+    Session { user_id: Uuid },
+    Token { scopes: String },
+}
+
+impl Caller {
+    /// The caller as the shared authorization rules (`quantaid_protocol::access`) see it.
+    pub fn principal(&self) -> Principal<'_> {
+        match self {
+            Caller::BootstrapAdmin => Principal::BootstrapAdmin,
+            Caller::Session { user_id } => Principal::Session { user_id: *user_id },
+            Caller::Token { scopes } => Principal::Token { scopes },
+        }
+    }
 }
 
 /// Client credentials the backend accepted, remembered by this replica.
@@ -327,7 +339,7 @@ impl Lookups {
         if let Some(admin) = &self.admin_token_digest {
             let presented = cache::hex_digest(bearer);
             if subtle::ConstantTimeEq::ct_eq(admin.as_bytes(), presented.as_bytes()).into() {
-                return Ok(Some(Caller::Admin));
+                return Ok(Some(Caller::BootstrapAdmin));
             }
         }
         let parsed = |a: Answer| match a {
@@ -336,15 +348,10 @@ impl Lookups {
         };
         match token::parse(bearer).map(|t| t.kind) {
             Some(TokenKind::Session) => Ok(parsed(self.session(bearer, trace).await?)
-                .and_then(|b| json_field(&b, "user_id").map(|u| Caller::Session { user_id: u.to_string() }))),
-            Some(TokenKind::Access) => Ok(parsed(self.token(bearer, trace).await?).map(|b| {
-                let scopes = json_field(&b, "scope").unwrap_or_default().to_string();
-                if scopes.split(' ').any(|s| s == "admin") {
-                    return Caller::Admin;
-                }
-                let user_id = b.get("username").and(json_field(&b, "sub")).map(str::to_string);
-                Caller::Token { user_id, scopes }
-            })),
+                .and_then(|b| json_field(&b, "user_id").and_then(|u| u.parse().ok()))
+                .map(|user_id| Caller::Session { user_id })),
+            Some(TokenKind::Access) => Ok(parsed(self.token(bearer, trace).await?)
+                .map(|b| Caller::Token { scopes: json_field(&b, "scope").unwrap_or_default().to_string() })),
             _ => Ok(None),
         }
     }

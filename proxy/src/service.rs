@@ -15,6 +15,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::cache::hex_digest;
+use quantaid_protocol::credential::presented_credential;
 use quantaid_protocol::forwarded;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
@@ -23,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::backend::Unavailable;
 use crate::config::Config;
-use crate::lookup::{Answer, Caller, Lookups};
+use crate::lookup::{Answer, Lookups};
 use crate::metrics::METRICS;
 use crate::routes::{classify, Route};
 
@@ -48,23 +49,9 @@ pub struct RequestCtx {
     connect_retried: bool,
 }
 
-const SESSION_COOKIE: &str = "quantaid_session";
-
+/// The caller's bearer credential, by the rule the backend uses too.
 fn bearer(session: &Session) -> Option<String> {
-    let headers = &session.req_header().headers;
-    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = auth.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string()).filter(|t| !t.is_empty());
-    }
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim().to_string())
-        .filter(|t| !t.is_empty())
+    presented_credential(&session.req_header().headers).map(str::to_string)
 }
 
 /// One response: a JSON body (or none) with the given status and extra headers.
@@ -161,12 +148,7 @@ impl QuantaProxy {
         let Ok(id) = uuid::Uuid::parse_str(raw_id) else {
             return respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await;
         };
-        let allowed = match &caller {
-            Caller::Admin => true,
-            Caller::Session { user_id } => *user_id == id.to_string(),
-            Caller::Token { scopes, .. } => scopes.split(' ').any(|s| s == "users:read"),
-        };
-        if !allowed {
+        if !caller.principal().may_read_user(id) {
             return respond_error(session, ctx, StatusCode::FORBIDDEN, "forbidden", "not allowed to read this user").await;
         }
         let authorization = HeaderValue::from_str(&format!("Bearer {credential}")).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;

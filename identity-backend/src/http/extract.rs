@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use quantaid_protocol::credential::presented_credential;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
@@ -177,25 +178,6 @@ pub fn parse_id(raw: &str, what: &'static str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
 }
 
-pub const SESSION_COOKIE: &str = "quantaid_session";
-
-/// The bearer credential: `Authorization: Bearer <token>`, else the session cookie.
-pub fn presented_credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, token) = auth.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty());
-    }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// Whether the credential [`presented_credential`] finds is the session cookie (the
 /// browser attaches it to any site's request; a header it does not).
 pub fn credential_is_cookie(headers: &HeaderMap) -> bool {
@@ -239,17 +221,6 @@ mod tests {
             h.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
         h
-    }
-
-    #[test]
-    fn credential_from_header_or_cookie() {
-        assert_eq!(presented_credential(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
-        assert_eq!(presented_credential(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
-        assert_eq!(presented_credential(&headers(&[("authorization", "Basic abc")])), None);
-        assert_eq!(presented_credential(&headers(&[("authorization", "Bearer")])), None);
-        assert_eq!(presented_credential(&headers(&[("cookie", "a=1; quantaid_session=xyz")])), Some("xyz"));
-        assert_eq!(presented_credential(&headers(&[("cookie", "quantaid_session=")])), None);
-        assert_eq!(presented_credential(&HeaderMap::new()), None);
     }
 
     #[test]
