@@ -7,8 +7,8 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use quantaid_protocol::cache::{SNAPSHOT_SESSION, SNAPSHOT_TOKEN, SNAPSHOT_USER};
 use quantaid_protocol::credential::presented_credential;
+use quantaid_protocol::snapshot::SnapshotWriter;
 use serde::Deserialize;
 use tokio_postgres::IsolationLevel;
 
@@ -69,28 +69,24 @@ pub async fn bloom_snapshot(
         .start()
         .await
         .map_err(internal)?;
-    let mut out = Vec::new();
     let started_ms: i64 = tx.query_one(SNAPSHOT_TIME, &[]).await.map_err(internal)?.get(0);
     // The watermark trails the snapshot: a credential stamped before it was committed
     // before the snapshot began, since its insert follows its creation within the pool
     // wait plus the statement timeout (seconds) and backend clocks agree far better than
     // the default minute.
     let margin = i64::try_from(state.config.bloom_watermark_margin.as_millis()).unwrap_or(i64::MAX);
-    out.extend_from_slice(&(started_ms - margin).to_be_bytes());
-    for (sql, kind) in [(LIVE_SESSIONS, SNAPSHOT_SESSION), (LIVE_TOKENS, SNAPSHOT_TOKEN)] {
-        for row in tx.query(sql, &[&since]).await.map_err(internal)? {
-            let digest: &[u8] = row.get(0);
-            out.extend_from_slice(&[kind, digest.len() as u8]);
-            out.extend_from_slice(digest);
-        }
+    let mut out = SnapshotWriter::new(started_ms - margin);
+    for row in tx.query(LIVE_SESSIONS, &[&since]).await.map_err(internal)? {
+        out.session(row.get(0));
+    }
+    for row in tx.query(LIVE_TOKENS, &[&since]).await.map_err(internal)? {
+        out.token(row.get(0));
     }
     for row in tx.query(USERS, &[&since]).await.map_err(internal)? {
-        let id: uuid::Uuid = row.get(0);
-        out.extend_from_slice(&[SNAPSHOT_USER, 16]);
-        out.extend_from_slice(id.as_bytes());
+        out.user(&row.get(0));
     }
     tx.commit().await.map_err(internal)?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(out)).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from(out.finish())).into_response())
 }
 
 /// `POST /internal/v1/introspect` (form `token=`): introspection without client

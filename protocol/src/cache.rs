@@ -166,12 +166,6 @@ pub fn entry(created_ms: Option<i64>, user_id: Option<&str>, user_version: Optio
     )
 }
 
-/// Record kinds of the backend's Bloom snapshot stream (`/internal/v1/bloom-snapshot`):
-/// `watermark_ms: i64 BE`, then records `kind: u8, len: u8, bytes`.
-pub const SNAPSHOT_SESSION: u8 = 1;
-pub const SNAPSHOT_TOKEN: u8 = 2;
-pub const SNAPSHOT_USER: u8 = 3;
-
 /// `REDIS_HOST` value that turns the cache (and so its invalidation) off.
 pub const REDIS_DISABLED: &str = "none";
 

@@ -12,5 +12,6 @@ pub mod introspection;
 pub mod metrics;
 pub mod process;
 pub mod redis_target;
+pub mod snapshot;
 pub mod telemetry;
 pub mod token;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use quantaid_protocol::snapshot;
 use tokio::time::Instant;
 
-use crate::cache::bloom::parse_snapshot;
 use crate::config::Config;
 use crate::lookup::Lookups;
 use crate::metrics::METRICS;
@@ -28,7 +28,7 @@ impl Maintenance {
         let bloom = &self.lookups.bloom;
         let since = bloom.watermark_ms().filter(|_| Instant::now() < *next_rebuild);
         let snapshot = match self.lookups.backend.bloom_snapshot(since).await {
-            Ok(reply) if reply.status.is_success() => parse_snapshot(&reply.body),
+            Ok(reply) if reply.status.is_success() => snapshot::parse(&reply.body),
             Ok(reply) => Err(anyhow::anyhow!("backend answered {}", reply.status)),
             Err(_) => Err(anyhow::anyhow!("backend unavailable")),
         };

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use fastbloom::AtomicBloomFilter;
-use quantaid_protocol::cache::{key_from_digest, SNAPSHOT_SESSION, SNAPSHOT_TOKEN, SNAPSHOT_USER};
+use quantaid_protocol::snapshot::Snapshot;
 
 use crate::metrics::METRICS;
 
@@ -35,33 +35,6 @@ struct Filter {
 #[derive(Default)]
 pub struct BloomGuard {
     current: ArcSwapOption<Filter>,
-}
-
-/// A decoded snapshot: its watermark and the cache keys it lists.
-#[derive(Debug, PartialEq)]
-pub struct Snapshot {
-    pub watermark_ms: i64,
-    pub keys: Vec<String>,
-}
-
-pub fn parse_snapshot(bytes: &[u8]) -> anyhow::Result<Snapshot> {
-    let header: [u8; 8] = bytes.get(..8).and_then(|h| h.try_into().ok()).ok_or_else(|| anyhow::anyhow!("short snapshot"))?;
-    let mut keys = Vec::new();
-    let mut rest = &bytes[8..];
-    while let [kind, len, tail @ ..] = rest {
-        let len = usize::from(*len);
-        anyhow::ensure!(tail.len() >= len, "truncated snapshot record");
-        let (value, next) = tail.split_at(len);
-        keys.push(match *kind {
-            SNAPSHOT_SESSION => key_from_digest("session", value),
-            SNAPSHOT_TOKEN => key_from_digest("token", value),
-            SNAPSHOT_USER => format!("user:{}", uuid::Uuid::from_slice(value)?),
-            other => anyhow::bail!("unknown snapshot record kind {other}"),
-        });
-        rest = next;
-    }
-    anyhow::ensure!(rest.is_empty(), "trailing bytes in snapshot");
-    Ok(Snapshot { watermark_ms: i64::from_be_bytes(header), keys })
 }
 
 impl BloomGuard {
@@ -132,18 +105,5 @@ mod tests {
         assert!(!guard.definitely_absent("user:new", 1_500));
         assert!(guard.definitely_absent("user:y", 1_500));
         assert_eq!(guard.watermark_ms(), Some(2_000));
-    }
-
-    #[test]
-    fn parses_the_snapshot_stream() {
-        let mut bytes = 42i64.to_be_bytes().to_vec();
-        bytes.extend([SNAPSHOT_SESSION, 2, 0xab, 0xcd]);
-        let id = uuid::Uuid::now_v7();
-        bytes.extend([SNAPSHOT_USER, 16]);
-        bytes.extend(id.as_bytes());
-        let s = parse_snapshot(&bytes).unwrap();
-        assert_eq!(s, Snapshot { watermark_ms: 42, keys: vec!["session:abcd".into(), format!("user:{id}")] });
-        assert!(parse_snapshot(&bytes[..bytes.len() - 1]).is_err());
-        assert!(parse_snapshot(&[1, 2]).is_err());
     }
 }
