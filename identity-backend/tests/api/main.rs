@@ -11,6 +11,7 @@ mod invalidation;
 mod metrics;
 mod mfa;
 mod oauth;
+mod openapi;
 mod failover;
 mod ops;
 mod query_plans;
