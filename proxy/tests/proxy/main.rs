@@ -7,5 +7,6 @@ mod invariants;
 mod revocation_faults;
 mod lookups;
 mod metrics;
+mod openapi;
 mod security;
 mod tracing;
