@@ -7,6 +7,7 @@ mod bad_input;
 mod clients;
 mod concurrency;
 mod connections;
+mod docs;
 mod invalidation;
 mod metrics;
 mod mfa;
