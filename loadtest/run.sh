@@ -5,7 +5,7 @@
 #
 # Scenarios (loadtest/README.md says what each offers and must show):
 #   login            1000 users: log in, browse with think time, log in again now and then
-#   login-ramp       the brief's pure login ramp to 1000 users
+#   login-ramp       the pure login ramp to 1000 users
 #   token-rate       client_credentials at 500/s for 10 minutes
 #   token-stepup     500/s, +250/s every 30 s, until a step misses the criteria
 #   pool-exhaustion  a pool of 4 and slow queries: quick 503s, then recovery on its own
@@ -18,7 +18,7 @@
 # report, and stops and removes the stack, also on failure or Ctrl-C.
 #
 # --quick runs each scenario for at most 60 s at a scale a shared CI machine sustains
-# (CI runs `all --quick`); without it, the brief's full scale and duration.
+# (CI runs `all --quick`); without it, full scale and duration (docs/design.md, performance targets).
 # --out DIR is the report directory (default loadtest/reports/<scenario>[-quick]-<UTC time>;
 # with `all`, one subdirectory per scenario). The exit code is 1 if a criterion failed.
 #

@@ -12,7 +12,7 @@ CREATE TABLE users (
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL
 );
--- The brief's index names; unique, because they also enforce the identity rules.
+-- The index names docs/design.md requires; unique, because they also enforce the identity rules.
 CREATE UNIQUE INDEX idx_users_username ON users(username);
 CREATE UNIQUE INDEX idx_users_email ON users(email);
 CREATE INDEX idx_users_created_at ON users(created_at DESC);

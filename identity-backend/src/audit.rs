@@ -1,5 +1,5 @@
 //! The audit log: what happened, to whom, from where. Written in the request that does
-//! the thing; queried newest first through the brief's indexes.
+//! the thing; queried newest first through the indexes docs/design.md requires.
 
 use std::net::IpAddr;
 

@@ -1,7 +1,7 @@
 //! PostgreSQL access: a bounded `bb8` pool of `tokio-postgres` clients with a
 //! per-connection prepared-statement cache, and instrumented, time-bounded queries.
 //!
-//! Invariant 7: waiting for a connection and running a statement are both bounded; past
+//! Invariant 7 (docs/design.md): waiting for a connection and running a statement are both bounded; past
 //! either bound the caller gets `503 temporarily_unavailable`, never a hang.
 //!
 //! High availability: every new connection tries the configured servers in order and keeps

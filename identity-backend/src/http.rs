@@ -6,9 +6,10 @@ pub mod middleware;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::handler::Handler;
+use axum::http::{header, Method, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{self, get, MethodRouter};
 use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,32 +20,77 @@ use crate::error::ApiError;
 use crate::oauth::{clients, introspect, token};
 use crate::{audit, internal, mfa, sessions, users, SharedState};
 
+/// One route of the API: the method and path template it is served under, and its
+/// handler. The constructors pair the method with axum's routing function, so the two
+/// cannot disagree.
+struct ApiRoute {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<SharedState>,
+}
+
+impl ApiRoute {
+    fn get<H: Handler<T, SharedState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        ApiRoute { method: Method::GET, path, handler: routing::get(handler) }
+    }
+    fn post<H: Handler<T, SharedState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        ApiRoute { method: Method::POST, path, handler: routing::post(handler) }
+    }
+    fn patch<H: Handler<T, SharedState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        ApiRoute { method: Method::PATCH, path, handler: routing::patch(handler) }
+    }
+    fn delete<H: Handler<T, SharedState>, T: 'static>(path: &'static str, handler: H) -> Self {
+        ApiRoute { method: Method::DELETE, path, handler: routing::delete(handler) }
+    }
+}
+
+/// The route table: `api_router` is built from it and `routes` lists it, so the list
+/// that tests compare with docs/openapi.json is the router itself.
+fn api_routes() -> Vec<ApiRoute> {
+    vec![
+        ApiRoute::get("/health", health),
+        ApiRoute::get("/ready", ready),
+        ApiRoute::post("/v1/users", users::create),
+        ApiRoute::get("/v1/users", users::list),
+        ApiRoute::get("/v1/users/{id}", users::get),
+        ApiRoute::patch("/v1/users/{id}", users::update),
+        ApiRoute::delete("/v1/users/{id}", users::delete),
+        ApiRoute::post("/v1/users/{id}/password", users::change_password),
+        ApiRoute::post("/v1/users/{id}/mfa/totp", mfa::enroll),
+        ApiRoute::delete("/v1/users/{id}/mfa/totp", mfa::remove),
+        ApiRoute::post("/v1/users/{id}/mfa/totp/confirm", mfa::confirm),
+        ApiRoute::post("/v1/auth/login", sessions::login),
+        ApiRoute::post("/v1/auth/mfa/verify", sessions::mfa_verify),
+        ApiRoute::get("/v1/auth/session", sessions::current),
+        ApiRoute::post("/v1/auth/logout", sessions::logout),
+        ApiRoute::post("/v1/auth/logout-all", sessions::logout_all),
+        ApiRoute::post("/v1/auth/reauthenticate", sessions::reauthenticate),
+        ApiRoute::post("/v1/clients", clients::create),
+        ApiRoute::patch("/v1/clients/{id}", clients::update),
+        ApiRoute::delete("/v1/clients/{id}", clients::delete),
+        ApiRoute::post("/v1/clients/{id}/secret", clients::rotate_secret),
+        ApiRoute::post("/oauth/token", token::token),
+        ApiRoute::post("/oauth/introspect", introspect::introspect),
+        ApiRoute::post("/oauth/revoke", introspect::revoke),
+        ApiRoute::get("/.well-known/oauth-authorization-server", introspect::metadata),
+        ApiRoute::get("/v1/userinfo", introspect::userinfo),
+        ApiRoute::get("/v1/audit-logs", audit::list),
+        ApiRoute::get("/internal/v1/bloom-snapshot", internal::bloom_snapshot),
+        ApiRoute::post("/internal/v1/introspect", internal::introspect),
+    ]
+}
+
+/// The method and path template of every route `api_router` serves (`GET` also answers
+/// `HEAD`, as in axum). docs/openapi.json lists the same, except `/internal/*`.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    api_routes().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
 pub fn api_router(state: SharedState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/v1/users", post(users::create).get(users::list))
-        .route("/v1/users/{id}", get(users::get).patch(users::update).delete(users::delete))
-        .route("/v1/users/{id}/password", post(users::change_password))
-        .route("/v1/users/{id}/mfa/totp", post(mfa::enroll).delete(mfa::remove))
-        .route("/v1/users/{id}/mfa/totp/confirm", post(mfa::confirm))
-        .route("/v1/auth/login", post(sessions::login))
-        .route("/v1/auth/mfa/verify", post(sessions::mfa_verify))
-        .route("/v1/auth/session", get(sessions::current))
-        .route("/v1/auth/logout", post(sessions::logout))
-        .route("/v1/auth/logout-all", post(sessions::logout_all))
-        .route("/v1/auth/reauthenticate", post(sessions::reauthenticate))
-        .route("/v1/clients", post(clients::create))
-        .route("/v1/clients/{id}", axum::routing::patch(clients::update).delete(clients::delete))
-        .route("/v1/clients/{id}/secret", post(clients::rotate_secret))
-        .route("/oauth/token", post(token::token))
-        .route("/oauth/introspect", post(introspect::introspect))
-        .route("/oauth/revoke", post(introspect::revoke))
-        .route("/.well-known/oauth-authorization-server", get(introspect::metadata))
-        .route("/v1/userinfo", get(introspect::userinfo))
-        .route("/v1/audit-logs", get(audit::list))
-        .route("/internal/v1/bloom-snapshot", get(internal::bloom_snapshot))
-        .route("/internal/v1/introspect", post(internal::introspect))
+    // Routes on one path merge into one method router (axum does that for `route`).
+    api_routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())

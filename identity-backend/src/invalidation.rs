@@ -1,5 +1,5 @@
 //! Publishes revocations to the proxies' Redis cache, so a revoked credential stops
-//! being served by every replica the moment the revoking call returns (invariant 2).
+//! being served by every replica the moment the revoking call returns (docs/design.md, invariant 2).
 //!
 //! The backend writes revocation markers, never cache entries (see
 //! `quantaid_protocol::cache` for the key scheme and the race with concurrent fills). A

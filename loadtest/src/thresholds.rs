@@ -24,9 +24,9 @@ pub struct Threshold {
     pub limit: f64,
 }
 
-/// The brief's acceptance criteria (AC-1) for `name`, or for every request with `None`:
+/// The acceptance criteria (AC-1, docs/design.md) for `name`, or for every request with `None`:
 /// p95 < 500 ms, p99 < 1 s, and fewer than 0.1% of requests failed.
-pub fn brief_criteria(name: Option<&'static str>) -> Vec<Threshold> {
+pub fn acceptance_criteria(name: Option<&'static str>) -> Vec<Threshold> {
     vec![
         Threshold {
             metric: Metric::Duration {
@@ -141,7 +141,7 @@ mod tests {
 
     #[test]
     fn reads_like_k6_and_fails_on_a_breach() {
-        let rules = brief_criteria(Some("login"));
+        let rules = acceptance_criteria(Some("login"));
         assert_eq!(
             rules[0].to_string(),
             "http_req_duration{name:login}: p(95)<500"
@@ -151,7 +151,7 @@ mod tests {
             "http_req_failed{name:login}: rate<0.001"
         );
         assert_eq!(
-            brief_criteria(None)[1].to_string(),
+            acceptance_criteria(None)[1].to_string(),
             "http_req_duration: p(99)<1000"
         );
 
@@ -171,6 +171,6 @@ mod tests {
         let rec = Recorder::new();
         rec.record("token", std::time::Instant::now(), Ok(()));
         rec.dropped_iteration();
-        assert!(!brief_criteria(None)[2].judge(&rec.snapshot()).ok);
+        assert!(!acceptance_criteria(None)[2].judge(&rec.snapshot()).ok);
     }
 }

@@ -1,6 +1,6 @@
 //! The contract between QuantaID's identity backend and its caching proxy: how tokens
 //! and IDs are formed, what the Redis keys are called, how revocations are written so
-//! that no cache serves a revoked credential (DESIGN.md invariants 1–4), and the log
+//! that no cache serves a revoked credential (docs/design.md, invariants 1–4), and the log
 //! and trace format both sidecars share.
 
 pub mod access;

@@ -5,7 +5,7 @@
 //! - the prefix names the kind (`qst` session, `qat` access, `qrt` refresh, `qmt` MFA
 //!   challenge, `qcs` client secret);
 //! - `issued_at_ms` lets the proxy's Bloom filter answer "absent" only for keys older
-//!   than its watermark (invariant 1);
+//!   than its watermark (docs/design.md, invariant 1);
 //! - the CRC-32 over prefix and payload rejects typos and garbage before any lookup.
 //!   It is a checksum, not a signature: the database digest lookup is what authenticates.
 //!

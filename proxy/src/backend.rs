@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use crate::metrics::METRICS;
 
 /// The backend could not answer: timeout, connection failure, or its own 503. The
-/// client gets `503` with `Retry-After`, never a denial (invariant 7).
+/// client gets `503` with `Retry-After`, never a denial (docs/design.md, invariant 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unavailable;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 
 /// A cache entry's TTL: `base` ±10% jitter (so entries filled together do not expire
-/// together), never past `limit` — the entity's own remaining lifetime (invariant 3).
+/// together), never past `limit` — the entity's own remaining lifetime (docs/design.md, invariant 3).
 pub fn jittered_ttl(base: Duration, limit: Option<Duration>) -> Duration {
     let factor = rand::thread_rng().gen_range(0.9..=1.1);
     let ttl = base.mul_f64(factor);

@@ -1,6 +1,6 @@
 //! QuantaID's caching sidecar: a Pingora proxy in front of the identity backend that
 //! answers "who is this token or session?" from Redis, says "not found" from a Bloom
-//! filter without a lookup, and never gives a wrong answer (DESIGN.md invariants 1–7).
+//! filter without a lookup, and never gives a wrong answer (docs/design.md, invariants 1–7).
 
 pub mod backend;
 pub mod cache;

@@ -1,5 +1,5 @@
 //! Cached lookups: Bloom filter, then Redis, then one backend call per key, then a
-//! fill that a concurrent revocation can veto (DESIGN.md invariants 1–6).
+//! fill that a concurrent revocation can veto (docs/design.md, invariants 1–6).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -21,8 +21,9 @@ pub enum Route {
     PassThrough,
 }
 
-/// Templates of the backend's routes, for metric labels of passed-through requests.
-const TEMPLATES: &[&str] = &[
+/// Templates of the public API's routes, for metric labels of passed-through requests
+/// (checked against docs/openapi.json by proxy/tests/proxy/openapi.rs).
+pub const TEMPLATES: &[&str] = &[
     "/v1/users",
     "/v1/users/{id}",
     "/v1/users/{id}/password",
@@ -33,6 +34,7 @@ const TEMPLATES: &[&str] = &[
     "/v1/auth/session",
     "/v1/auth/logout",
     "/v1/auth/logout-all",
+    "/v1/auth/reauthenticate",
     "/v1/auth/check",
     "/v1/clients",
     "/v1/clients/{id}",

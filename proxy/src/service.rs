@@ -436,7 +436,7 @@ impl ProxyHttp for QuantaProxy {
     }
 
     /// A backend that cannot be reached or times out is overload, not denial: `503`
-    /// with `Retry-After` and a JSON body (invariant 7).
+    /// with `Retry-After` and a JSON body (docs/design.md, invariant 7).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let code = match (e.esource(), e.etype()) {
             (_, ErrorType::HTTPStatus(code)) => *code,

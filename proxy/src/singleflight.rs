@@ -1,4 +1,4 @@
-//! Concurrent misses for one key share one backend call (invariant 6).
+//! Concurrent misses for one key share one backend call (docs/design.md, invariant 6).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;

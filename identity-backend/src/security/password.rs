@@ -1,4 +1,4 @@
-//! argon2id password hashing on a bounded pool of blocking threads (invariant 8).
+//! argon2id password hashing on a bounded pool of blocking threads (docs/design.md, invariant 8).
 //!
 //! A hash costs tens of milliseconds of CPU and 19 MiB of memory, so it never runs on
 //! the async runtime. At most `workers` hashes run at once and at most `queue` more

@@ -1,5 +1,5 @@
 //! With production-like volumes loaded, the hot queries the code really runs use the
-//! brief's indexes (and never a sequential scan).
+//! indexes docs/design.md requires (and never a sequential scan).
 
 use quantaid_backend::audit::{build_query, AuditFilter};
 use quantaid_backend::auth::ACCESS_TOKEN_BY_DIGEST;
@@ -40,7 +40,7 @@ fn assert_uses(plan: &str, index: &str) {
 }
 
 #[tokio::test]
-async fn hot_queries_use_the_brief_indexes() {
+async fn hot_queries_use_the_required_indexes() {
     let app = TestApp::start().await;
     let pg = app.pg().await;
     pg.batch_execute(LOAD).await.unwrap();

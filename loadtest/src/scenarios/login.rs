@@ -1,9 +1,9 @@
-//! Login under 1000 concurrent users (the brief's `TestLoginEndpointUnder1000Users`).
+//! Login under 1000 concurrent users (`TestLoginEndpointUnder1000Users` in docs/design.md).
 //!
 //! - `login`: the realistic model. Each virtual user is one person: logs in, then views
 //!   pages (each behind an ingress forward-auth check, some also reading the session)
 //!   with think time between them, then logs out or simply leaves, and comes back later.
-//! - `login-ramp`: the brief's pure ramp. Users do nothing but log in, pausing 1 s, as
+//! - `login-ramp`: the pure ramp. Users do nothing but log in, pausing 1 s, as
 //!   in k6's classic login test; it shows where password hashing saturates.
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::client::Api;
 use crate::executor::{ramping_vus, stage, total_duration, Stage, Stop};
 use crate::metrics::{Recorder, Snapshot};
 use crate::seed::username;
-use crate::thresholds::brief_criteria;
+use crate::thresholds::acceptance_criteria;
 
 fn uniform(lo: f64, hi: f64) -> Duration {
     Duration::from_secs_f64(rand::thread_rng().gen_range(lo..hi))
@@ -92,12 +92,12 @@ pub async fn journey(ctx: &Ctx) -> Outcome {
     })
     .await;
     let snapshot = rec.snapshot();
-    let mut verdicts: Vec<_> = brief_criteria(None)
+    let mut verdicts: Vec<_> = acceptance_criteria(None)
         .iter()
         .map(|t| t.judge(&snapshot))
         .collect();
     verdicts.extend(
-        brief_criteria(Some("login"))
+        acceptance_criteria(Some("login"))
             .iter()
             .map(|t| t.judge(&snapshot)),
     );
@@ -145,7 +145,7 @@ pub async fn ramp(ctx: &Ctx) -> Outcome {
     })
     .await;
     let snapshot = rec.snapshot();
-    let verdicts = brief_criteria(Some("login"))
+    let verdicts = acceptance_criteria(Some("login"))
         .iter()
         .map(|t| t.judge(&snapshot))
         .collect();
@@ -178,7 +178,7 @@ fn peak_note(snapshot: &Snapshot) -> String {
     format!("Peak login throughput: **{best:.1} successful logins/s** (best 10-second window).")
 }
 
-/// The first second in which logins missed the brief's criteria, and the load then.
+/// The first second in which logins missed the acceptance criteria, and the load then.
 fn breaking_point(snapshot: &Snapshot) -> String {
     let Some(login) = snapshot.names.get("login") else {
         return "No logins were recorded.".into();

@@ -1,4 +1,4 @@
-//! Database connection pool exhaustion (the brief's `TestDatabaseConnectionPoolExhaustion`).
+//! Database connection pool exhaustion (`TestDatabaseConnectionPoolExhaustion` in docs/design.md).
 //!
 //! The stack runs with a small pool (`loadtest/run.sh` sets 4 connections and a 500 ms
 //! pool wait, in the environment this process shares). Token grants arrive at a steady rate in three phases: normal; slow, where

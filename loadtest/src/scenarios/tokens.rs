@@ -1,4 +1,4 @@
-//! Token issuance (the brief's `TestOAuthTokenIssuanceUnder500QPS`): `client_credentials`
+//! Token issuance (`TestOAuthTokenIssuanceUnder500QPS` in docs/design.md): `client_credentials`
 //! grants arriving at a fixed rate, spread over the seeded OAuth clients.
 //!
 //! - `token-rate`: 500 per second for 10 minutes (k6 `constant-arrival-rate`).
@@ -13,7 +13,7 @@ use crate::charts::Marker;
 use crate::client::{Api, OAuthClient, TokenAnswer};
 use crate::executor::{arrival_rate, stage, Stage};
 use crate::metrics::Recorder;
-use crate::thresholds::{brief_criteria, Unit, Verdict};
+use crate::thresholds::{acceptance_criteria, Unit, Verdict};
 
 /// Enough in flight for a second of backlog at the highest step.
 const MAX_VUS: usize = 2000;
@@ -64,7 +64,7 @@ pub async fn constant_rate(ctx: &Ctx) -> Outcome {
     let rec = Arc::new(Recorder::new());
     offer(&rec, &ctx.api, &clients, rate, &[stage(secs, rate)]).await;
     let snapshot = rec.snapshot();
-    let verdicts = brief_criteria(None)
+    let verdicts = acceptance_criteria(None)
         .iter()
         .map(|t| t.judge(&snapshot))
         .collect();
@@ -100,7 +100,7 @@ struct Step {
 }
 
 impl Step {
-    /// The brief's criteria, and the offered rate really delivered.
+    /// The acceptance criteria, and the offered rate really delivered.
     fn held(&self) -> bool {
         self.failed_rate < 0.001
             && self.p95 < 500.0

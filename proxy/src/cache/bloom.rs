@@ -1,4 +1,4 @@
-//! The Bloom negative cache (invariant 1).
+//! The Bloom negative cache (docs/design.md, invariant 1).
 //!
 //! The filter holds every key that could be live: all user ids and the digests of every
 //! live session and token, from a repeatable-read snapshot of the backend's database.

@@ -1,6 +1,6 @@
 //! A circuit breaker for Redis: after `threshold` consecutive failures it opens for a
 //! while, so requests stop paying the Redis timeout; then one probe (half-open) decides
-//! whether it closes again (invariant 5).
+//! whether it closes again (docs/design.md, invariant 5).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

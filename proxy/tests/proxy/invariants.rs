@@ -1,4 +1,4 @@
-//! DESIGN.md's invariants, tested directly: across replicas, under races and under
+//! The invariants of docs/design.md, tested directly: across replicas, under races and under
 //! faults.
 
 use std::sync::Arc;

@@ -8,5 +8,6 @@ mod revocation_faults;
 mod lookups;
 mod metrics;
 mod pass_through;
+mod openapi;
 mod security;
 mod tracing;

@@ -38,7 +38,7 @@ fn assert_retryable(r: &Response, what: &str) {
     assert!(r.headers().contains_key("retry-after"), "{what}: 503 without Retry-After");
 }
 
-/// The defect of issue 8: the backend's Redis connection died with the old Redis and was
+/// The defect this guards against (docs/caching.md, "When the markers cannot be written"): the backend's Redis connection died with the old Redis and was
 /// only found dead by the revocation's own write, which then went to the outbox while
 /// both replicas kept serving the revoked credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

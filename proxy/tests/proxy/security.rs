@@ -65,7 +65,7 @@ fn assert_error(answer: &(u16, Value), status: u16, what: &str) {
     assert!(answer.1["error"].is_string() && answer.1["error_description"].is_string(), "{what}: no JSON error body: {answer:?}");
 }
 
-/// Item 8: no `X-Quantaid-*` header a client wrote reaches the backend.
+/// docs/security.md, "X-Quantaid-* headers from clients are dropped": no `X-Quantaid-*` header a client wrote reaches the backend.
 #[tokio::test]
 async fn client_supplied_quantaid_headers_are_stripped() {
     let stack = Stack::start(0).await;
@@ -89,7 +89,7 @@ async fn client_supplied_quantaid_headers_are_stripped() {
     assert!(forged.is_empty(), "forged headers passed on: {forged:?}");
 }
 
-/// Item 6: the proxy sets `X-Forwarded-For` itself: the peer, or what a configured
+/// docs/security.md, "X-Forwarded-For from the proxy": the proxy sets `X-Forwarded-For` itself: the peer, or what a configured
 /// trusted ingress says the client is. A client cannot choose its own address.
 #[tokio::test]
 async fn forwarded_for_is_the_proxys_own_view() {
@@ -120,7 +120,7 @@ async fn forwarded_for_is_the_proxys_own_view() {
     assert_eq!(forwarded(&behind_ingress, None).await, vec!["127.0.0.1"]);
 }
 
-/// Item 6, end to end: failed logins with a different forged `X-Forwarded-For` each
+/// docs/security.md, "X-Forwarded-For from the proxy", end to end: failed logins with a different forged `X-Forwarded-For` each
 /// still land in one per-IP bucket and are audited under the real address.
 #[tokio::test]
 async fn forged_forwarded_for_does_not_escape_throttling_or_the_audit_log() {
@@ -141,7 +141,7 @@ async fn forged_forwarded_for_does_not_escape_throttling_or_the_audit_log() {
     assert!(!addresses.is_empty() && addresses.iter().all(|a| *a == "127.0.0.1"), "{addresses:?}");
 }
 
-/// Item 12: tokens stamped in the future cost no backend call; forged tokens stamped
+/// docs/security.md, "Forged tokens": tokens stamped in the future cost no backend call; forged tokens stamped
 /// "now" cost one each, and a repeated one is then answered from the negative cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tokens_cost_bounded_backend_calls() {
@@ -191,7 +191,7 @@ async fn backend_requests(stack: &Stack) -> f64 {
         .sum()
 }
 
-/// Item 12, measured: backend calls per 10,000 forged requests of each kind, through one
+/// docs/security.md, "Forged tokens", measured: backend calls per 10,000 forged requests of each kind, through one
 /// replica (printed). Ceilings, not speeds. 40,000 requests take minutes on a debug
 /// build, so it runs on demand:
 /// `cargo test -p quantaid-proxy --test proxy backend_calls_per_10k -- --ignored --nocapture`.
@@ -245,7 +245,7 @@ async fn backend_calls_per_10k_forged_requests() {
     assert!(calls[3] <= 10_000.0);
 }
 
-/// Item 4: the request head has a size limit (431 with the JSON error body), checked
+/// docs/security.md, "Request head limits": the request head has a size limit (431 with the JSON error body), checked
 /// while reading, so a client cannot make a replica hold more than that.
 #[tokio::test]
 async fn request_head_size_limit() {
@@ -272,7 +272,7 @@ async fn request_head_size_limit() {
     assert_error(&raw(&addr_of(&small), head(20 * 1024).as_bytes()).await, 431, "20 KiB over a 16 KiB limit");
 }
 
-/// Item 4: a head dripped one line at a time, or never sent, is cut off at the total
+/// docs/security.md, "Request head limits": a head dripped one line at a time, or never sent, is cut off at the total
 /// header deadline (408 with the JSON error body).
 #[tokio::test]
 async fn request_head_deadline() {
@@ -305,7 +305,7 @@ async fn request_head_deadline() {
     assert_eq!(read_answer(&mut stream).await.0, 200, "an idle kept-alive connection is not a slow head");
 }
 
-/// Item 4: a body that trickles in is cut off at the body deadline (408), for cached
+/// docs/security.md, "Body-read deadline": a body that trickles in is cut off at the body deadline (408), for cached
 /// introspection and for passed-through calls alike.
 #[tokio::test]
 async fn request_body_deadline() {
@@ -330,7 +330,7 @@ async fn request_body_deadline() {
     }
 }
 
-/// Item 4: one replica holds at most QUANTAID_PROXY_MAX_CONNECTIONS client connections;
+/// docs/security.md, "Connection cap": one replica holds at most QUANTAID_PROXY_MAX_CONNECTIONS client connections;
 /// the next one gets 503 with the JSON error body at once.
 #[tokio::test]
 async fn connection_cap() {
@@ -364,7 +364,7 @@ async fn connection_cap() {
     .await;
 }
 
-/// Item 9: framing errors are answered with the `{"error","error_description"}` body.
+/// docs/security.md, "Protocol errors answered with JSON": framing errors are answered with the `{"error","error_description"}` body.
 #[tokio::test]
 async fn protocol_errors_have_json_bodies() {
     let stack = Stack::start(1).await;
@@ -392,7 +392,7 @@ async fn protocol_errors_have_json_bodies() {
     assert!(text.matches("HTTP/1.1 200").count() >= 1, "{text}");
 }
 
-/// Item 13: a client without the `introspect` right sees only its own tokens, on the
+/// docs/security.md, "Introspection scope": a client without the `introspect` right sees only its own tokens, on the
 /// proxy's cached path exactly as on the backend; its "inactive" answer is never
 /// cached for others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +414,7 @@ async fn introspection_scope_on_the_cached_path() {
     assert!(stack.proxy_metric(1, r#"quantaid_cache_hits_total{kind="token"}"#).await > 0.0, "the cached path was taken");
 }
 
-/// Item 10: disabling a client, rotating its secret, or deleting it ends every token of
+/// docs/security.md, "Client lifecycle": disabling a client, rotating its secret, or deleting it ends every token of
 /// it on every replica at once, and every replica forgets the client's credentials at
 /// once (not after QUANTAID_CACHE_CLIENT_TTL_SECS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,7 +470,7 @@ async fn client_lifecycle_across_replicas() {
     }
 }
 
-/// Item 10: the fill guard and the lookup honour the client marker, as they do the
+/// docs/security.md, "Client lifecycle": the fill guard and the lookup honour the client marker, as they do the
 /// user marker: a fill that read the database before the change cannot land after it.
 #[tokio::test]
 async fn client_marker_guards_fills_and_lookups() {
