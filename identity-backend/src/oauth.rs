@@ -5,9 +5,8 @@ pub mod clients;
 pub mod introspect;
 pub mod token;
 
-use axum::http::{header, HeaderMap};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
+use axum::http::HeaderMap;
+use quantaid_protocol::oauth_form::{presented_client, ClientAuthError, PresentedClient};
 
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
@@ -54,30 +53,10 @@ const CLIENT_BY_ID: Query = Query {
 /// form-encoding of id and secret) or by `client_id`/`client_secret` in the body.
 /// Using both at once is an error.
 pub async fn authenticate_client(conn: &Conn<'_>, headers: &HeaderMap, form: &FormBody) -> ApiResult<Client> {
-    let invalid = ApiError::InvalidClient("client authentication failed");
-    let basic = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, rest) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
-    });
-    let (client_id, secret) = match (basic, form.get("client_secret")) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::InvalidRequest("use one client authentication method, not two".into()))
-        }
-        (Some(encoded), None) => {
-            let decoded = STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).ok_or(invalid)?;
-            let (id, secret) = decoded.split_once(':').ok_or(ApiError::InvalidClient("malformed Basic credentials"))?;
-            let unescape = |s: &str| {
-                serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
-                    .ok()
-                    .and_then(|mut v| v.pop())
-                    .map(|(_, v)| v)
-                    .unwrap_or_default()
-            };
-            (unescape(id), unescape(secret))
-        }
-        (None, Some(secret)) => (form.require("client_id")?.to_string(), secret.to_string()),
-        (None, None) => return Err(ApiError::InvalidClient("client authentication is required")),
-    };
+    let PresentedClient { client_id, secret } = presented_client(headers, &form.0).map_err(|e| match e {
+        ClientAuthError::TwoMethods | ClientAuthError::MissingClientId => ApiError::InvalidRequest(e.description().into()),
+        ClientAuthError::Missing | ClientAuthError::Malformed => ApiError::InvalidClient(e.description()),
+    })?;
     // A NUL (e.g. a Basic id `a%00b`) cannot name a client, and must not reach SQL.
     if client_id.is_empty() || client_id.contains('\0') || tokens::parse_kind(&secret, tokens::TokenKind::ClientSecret).is_none() {
         return Err(ApiError::InvalidClient("client authentication failed"));

@@ -10,6 +10,7 @@ pub mod env;
 pub mod forwarded;
 pub mod introspection;
 pub mod metrics;
+pub mod oauth_form;
 pub mod process;
 pub mod redis_target;
 pub mod snapshot;

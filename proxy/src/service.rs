@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use pingora::http::ResponseHeader;
@@ -16,6 +14,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::cache::hex_digest;
 use quantaid_protocol::credential::presented_credential;
+use quantaid_protocol::oauth_form::{content_type_is, presented_client, ClientAuthError, Form, FORM_CONTENT_TYPE};
 use quantaid_protocol::forwarded;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
@@ -164,9 +163,9 @@ impl QuantaProxy {
     /// `POST /oauth/introspect`: the client credentials and the token, both from the
     /// cache when possible.
     async fn introspect(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let content_type = session.req_header().headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return respond_error(session, ctx, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Content-Type must be application/x-www-form-urlencoded").await;
+        if !content_type_is(&session.req_header().headers, FORM_CONTENT_TYPE) {
+            let description = format!("Content-Type must be {FORM_CONTENT_TYPE}");
+            return respond_error(session, ctx, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", &description).await;
         }
         let mut body = Vec::new();
         loop {
@@ -187,34 +186,27 @@ impl QuantaProxy {
         let Ok(text) = std::str::from_utf8(&body) else {
             return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "request body is not valid UTF-8").await;
         };
-        let form = match parse_form(text) {
+        let form = match Form::parse(text) {
             Ok(form) => form,
-            Err(description) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", &description).await,
+            Err(e) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()).await,
         };
-        let basic = session.req_header().headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("basic").then(|| rest.trim().to_string())
-        });
-        // The credentials as presented (their digest names them in this replica's
-        // memory) and the client id they claim (which names its lifecycle marker).
-        let client = match (basic, form.iter().find(|(k, _)| k == "client_secret")) {
-            (Some(_), Some(_)) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "use one client authentication method, not two").await,
-            (Some(encoded), None) => STANDARD.decode(encoded).ok().and_then(|b| String::from_utf8(b).ok()).map(|decoded| {
-                // RFC 6749 §2.3.1: the id is form-encoded inside Basic, as the backend reads it.
-                let id = decoded.split_once(':').map(|(id, _)| form_decode(id)).unwrap_or_default();
-                (id, decoded)
-            }),
-            (None, Some((_, secret))) => form.iter().find(|(k, _)| k == "client_id").map(|(_, id)| (id.clone(), format!("{id}:{secret}"))),
-            (None, None) => None,
+        let challenge = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
+        let client = match presented_client(&session.req_header().headers, &form) {
+            Ok(client) => client,
+            Err(e @ (ClientAuthError::TwoMethods | ClientAuthError::MissingClientId)) => {
+                return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", e.description()).await
+            }
+            Err(e @ (ClientAuthError::Missing | ClientAuthError::Malformed)) => {
+                return respond(session, ctx, StatusCode::UNAUTHORIZED, &challenge, error_body("invalid_client", e.description())).await
+            }
         };
-        let Some((client_id, client)) = client else {
-            let headers = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
-            return respond(session, ctx, StatusCode::UNAUTHORIZED, &headers, error_body("invalid_client", "client authentication is required")).await;
-        };
-        let Some(presented) = form.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()) else {
+        let Some(presented) = form.get("token").map(str::to_string) else {
             return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token").await;
         };
-        let client_key = hex_digest(&client);
+        // The credentials as presented name them in this replica's memory (by digest);
+        // the client id they claim names its lifecycle marker.
+        let client_id = client.client_id.clone();
+        let client_key = hex_digest(&format!("{}:{}", client.client_id, client.secret));
         if let Some(verified) = self.lookups.verified_client(&client_key) {
             let inactive = || Some(Bytes::from_static(b"{\"active\":false}"));
             match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
@@ -266,28 +258,6 @@ impl QuantaProxy {
 }
 
 /// One form-encoded value (`+` is a space, `%XX` a byte), as the backend decodes it.
-fn form_decode(raw: &str) -> String {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={raw}"))
-        .ok()
-        .and_then(|mut v| v.pop())
-        .map(|(_, v)| v)
-        .unwrap_or_default()
-}
-
-/// An `application/x-www-form-urlencoded` body read as RFC 6749 says: empty values are
-/// absent, repeats are an error.
-fn parse_form(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(text).map_err(|_| "malformed form body".to_string())?;
-    let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-    for (k, v) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
-        if out.iter().any(|(seen, _)| *seen == k) {
-            return Err(format!("parameter {k} is repeated"));
-        }
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
 /// Whether the body deadline still holds; if so, the next read may take what is left.
 fn within_body_deadline(session: &mut Session, ctx: &RequestCtx) -> bool {
     let left = ctx.body_deadline.saturating_duration_since(Instant::now());

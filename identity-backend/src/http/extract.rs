@@ -7,7 +7,6 @@
 //! the one place that refuses NUL: PostgreSQL cannot store it in `text`, and a NUL that
 //! reached a query would be a 500.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::body::Body;
@@ -15,6 +14,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use quantaid_protocol::credential::presented_credential;
+use quantaid_protocol::oauth_form::{content_type_is, Form, FORM_CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
@@ -37,14 +37,6 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .cloned()
             .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request context middleware is not installed")))
     }
-}
-
-fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
 }
 
 /// Reads the whole body as UTF-8, refusing more than the configured limit.
@@ -120,14 +112,13 @@ impl<T: DeserializeOwned> FromRequest<SharedState> for OptionalJsonBody<T> {
     }
 }
 
-/// An `application/x-www-form-urlencoded` body, as RFC 6749 reads it: parameters
-/// without a value count as absent, a repeated parameter is an error, and unknown
-/// parameters are ignored (RFC 6749 §3.1, §3.2).
-pub struct FormBody(pub HashMap<String, String>);
+/// An `application/x-www-form-urlencoded` body, read by the rules both sidecars share
+/// (`quantaid_protocol::oauth_form::Form`); unknown parameters are ignored (RFC 6749 §3.1, §3.2).
+pub struct FormBody(pub Form);
 
 impl FormBody {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0.get(name)
     }
 
     pub fn require(&self, name: &str) -> Result<&str, ApiError> {
@@ -138,24 +129,11 @@ impl FormBody {
 impl FromRequest<SharedState> for FormBody {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
-        if !content_type_is(req.headers(), "application/x-www-form-urlencoded") {
-            return Err(ApiError::UnsupportedMediaType(
-                "Content-Type must be application/x-www-form-urlencoded".into(),
-            ));
+        if !content_type_is(req.headers(), FORM_CONTENT_TYPE) {
+            return Err(ApiError::UnsupportedMediaType(format!("Content-Type must be {FORM_CONTENT_TYPE}")));
         }
         let text = read_text(req.into_body(), state.config.max_body_bytes).await?;
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&text)
-            .map_err(|_| ApiError::InvalidRequest("malformed form body".into()))?;
-        let mut params = HashMap::new();
-        for (k, v) in pairs.into_iter().filter(|(_, v)| !v.is_empty()) {
-            reject_nul(&k, "form parameters")?;
-            reject_nul(&v, "form parameters")?;
-            if params.contains_key(&k) {
-                return Err(ApiError::InvalidRequest(format!("parameter {k} is repeated")));
-            }
-            params.insert(k, v);
-        }
-        Ok(FormBody(params))
+        Form::parse(&text).map(FormBody).map_err(|e| ApiError::InvalidRequest(e.to_string()))
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use base64::Engine;
 use quantaid_protocol::cache;
 use quantaid_protocol::introspection::INTROSPECT_RIGHT;
 use quantaid_protocol::token::{self, TokenKind};
@@ -493,4 +494,37 @@ async fn client_marker_guards_fills_and_lookups() {
     assert_eq!(status, "caller");
     let (status, _): (String, String) = lookup.key("token:b").arg("").arg("c1").arg("2000").invoke_async(&mut r).await.unwrap();
     assert_eq!(status, "miss");
+}
+
+/// The proxy reads OAuth2 requests by the backend's rules (quantaid_protocol::oauth_form):
+/// a request the proxy answers itself gets the status and error the backend would give.
+#[tokio::test]
+async fn malformed_client_authentication_is_answered_as_the_backend_answers_it() {
+    let stack = Stack::start(1).await;
+    let (id, secret) = stack.create_client(&["client_credentials"], &["read"]).await;
+    let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+    let cases: Vec<(&str, Option<String>, String)> = vec![
+        ("two methods", Some(basic(&format!("{id}:{secret}"))), format!("token=x&client_id={id}&client_secret={secret}")),
+        ("no client", None, "token=x".into()),
+        ("secret without id", None, format!("token=x&client_secret={secret}")),
+        ("Basic that is not base64", Some("Basic !!!".into()), "token=x".into()),
+        ("Basic without a colon", Some(basic("just-an-id")), "token=x".into()),
+        ("repeated parameter", Some(basic(&format!("{id}:{secret}"))), "token=x&token=y".into()),
+        ("NUL in the client id", None, format!("token=x&client_id=a%00b&client_secret={secret}")),
+    ];
+    for (what, authorization, body) in cases {
+        let mut answers = Vec::new();
+        for base in [stack.at(0, ""), stack.backend_url.clone()] {
+            let mut request = stack.http.post(format!("{base}/oauth/introspect")).header("content-type", "application/x-www-form-urlencoded").body(body.clone());
+            if let Some(a) = &authorization {
+                request = request.header("authorization", a);
+            }
+            let r = request.send().await.unwrap();
+            let status = r.status();
+            let error = r.json::<serde_json::Value>().await.unwrap()["error"].clone();
+            answers.push((status, error));
+        }
+        assert!(answers[0].0.is_client_error(), "{what}: {answers:?}");
+        assert_eq!(answers[0], answers[1], "{what}: proxy, then backend");
+    }
 }
