@@ -6,7 +6,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use quantaid_protocol::wire::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -107,7 +107,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(source) = &self {
             tracing::error!(error = format!("{source:#}"), "internal error");
         }
-        let body = json!({"error": self.code(), "error_description": self.to_string()});
+        let description = self.to_string();
+        let body = ErrorBody { error: self.code(), error_description: &description };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {

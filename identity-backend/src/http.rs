@@ -82,6 +82,14 @@ fn api_routes() -> Vec<ApiRoute> {
 
 /// The method and path template of every route `api_router` serves (`GET` also answers
 /// `HEAD`, as in axum). docs/openapi.json lists the same, except `/internal/*`.
+/// A response that holds a credential or what it grants: never stored by a cache on the
+/// way (RFC 6749 §5.1, RFC 7662 §4).
+pub fn no_store(body: impl axum::response::IntoResponse) -> axum::response::Response {
+    let mut response = body.into_response();
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 pub fn routes() -> Vec<(Method, &'static str)> {
     api_routes().into_iter().map(|r| (r.method, r.path)).collect()
 }

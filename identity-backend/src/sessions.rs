@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
@@ -16,8 +16,10 @@ use crate::auth::{find_session, note_user, Authenticated, Caller};
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use quantaid_protocol::credential::presented_credential;
+use quantaid_protocol::wire::SessionView;
 
 use crate::http::extract::{JsonBody, OptionalJsonBody, RequestContext};
+use crate::http::no_store;
 use crate::security::token::{self, new_id, TokenKind};
 use crate::mfa::{TotpAttempt, TotpRefusal};
 use crate::throttle::{self, LoginKeys};
@@ -131,12 +133,7 @@ async fn start_session(
 
 fn session_response(session_token: String, user_id: Uuid, expires_at: DateTime<Utc>) -> Response {
     let body = json!({"session_token": session_token, "user_id": user_id, "expires_at": expires_at, "mfa_required": false});
-    no_store(Json(body).into_response())
-}
-
-fn no_store(mut response: Response) -> Response {
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    no_store(Json(body))
 }
 
 #[derive(Deserialize)]
@@ -161,7 +158,7 @@ pub async fn login(
         conn.execute(&INSERT_MFA_CHALLENGE, &[&token::digest(&mfa_token), &user.id, &expires_at]).await?;
         state.metrics.logins.with_label_values(&["mfa_required"]).inc();
         let body = json!({"mfa_required": true, "mfa_token": mfa_token, "expires_at": expires_at});
-        return Ok(no_store(Json(body).into_response()));
+        return Ok(no_store(Json(body)));
     }
     let (session_token, expires_at) = start_session(&state, &conn, user.id, false, ctx.client_ip).await?;
     audit::record(&conn, Some(user.id), Action::LoginSuccess, ctx.client_ip, json!({"mfa": false})).await?;
@@ -276,13 +273,13 @@ pub async fn current(State(state): State<SharedState>, headers: HeaderMap) -> Ap
         .await?
         .ok_or(ApiError::Unauthorized("invalid or expired session"))?;
     note_user(session.user_id);
-    let body = json!({
-        "user_id": session.user_id,
-        "created_at": session.created_at,
-        "expires_at": session.expires_at,
-        "mfa_verified": session.mfa_verified,
-    });
-    Ok(no_store(Json(body).into_response()))
+    let body = SessionView {
+        user_id: session.user_id,
+        created_at: session.created_at,
+        expires_at: session.expires_at,
+        mfa_verified: session.mfa_verified,
+    };
+    Ok(no_store(Json(body)))
 }
 
 /// `POST /v1/auth/logout`: ends the calling session everywhere.

@@ -7,7 +7,7 @@
 //! - Any other client sees its own tokens (`client_id` = its id); for every other token
 //!   it gets `{"active": false}`, as if the token did not exist.
 
-use serde_json::{json, Value};
+use crate::wire::Introspection;
 
 /// The client scope that grants introspection of every client's tokens.
 pub const INTROSPECT_RIGHT: &str = "introspect";
@@ -46,26 +46,25 @@ impl Introspector {
         (!client_id.is_empty()).then(|| Introspector { client_id: client_id.to_string(), any_token })
     }
 
-    /// Whether this caller may see a token's full introspection `body` as it is.
-    pub fn may_see(&self, body: &Value) -> bool {
-        let owner = body.get("client_id").and_then(Value::as_str);
-        body.get("active") == Some(&Value::Bool(true)) && (self.any_token || owner == Some(self.client_id.as_str()))
+    /// Whether this caller may see a token's full introspection `answer` as it is.
+    pub fn may_see(&self, answer: &Introspection) -> bool {
+        answer.active && (self.any_token || answer.client_id.as_deref() == Some(self.client_id.as_str()))
     }
 
-    /// The answer this caller may see, given a token's full introspection `body`.
-    pub fn visible(&self, body: Value) -> Value {
-        if self.may_see(&body) {
-            body
+    /// The answer this caller may see, given a token's full introspection `answer`.
+    pub fn visible(&self, answer: Introspection) -> Introspection {
+        if self.may_see(&answer) {
+            answer
         } else {
-            json!({"active": false})
+            Introspection::inactive()
         }
     }
 
     /// Whether an answer given to this caller is the full one (so it may be cached for
     /// every caller): an active answer always is; an inactive one only for a caller that
     /// may see any token.
-    pub fn answer_is_complete(&self, answer: &Value) -> bool {
-        self.any_token || answer.get("active") == Some(&Value::Bool(true))
+    pub fn answer_is_complete(&self, answer: &Introspection) -> bool {
+        self.any_token || answer.active
     }
 }
 
@@ -75,16 +74,16 @@ mod tests {
 
     #[test]
     fn own_tokens_or_the_right() {
-        let token = json!({"active": true, "client_id": "a", "scope": "read"});
+        let token = Introspection { active: true, client_id: Some("a".into()), scope: Some("read".into()), ..Default::default() };
         let owner = Introspector::new("a", ["read"]);
         let stranger = Introspector::new("b", ["read"]);
         let resource_server = Introspector::new("c", ["read", INTROSPECT_RIGHT]);
         assert_eq!(owner.visible(token.clone()), token);
-        assert_eq!(stranger.visible(token.clone()), json!({"active": false}));
+        assert_eq!(stranger.visible(token.clone()), Introspection::inactive());
         assert_eq!(resource_server.visible(token.clone()), token);
-        assert_eq!(resource_server.visible(json!({"active": false})), json!({"active": false}));
-        assert!(!stranger.answer_is_complete(&json!({"active": false})));
-        assert!(resource_server.answer_is_complete(&json!({"active": false})));
+        assert_eq!(resource_server.visible(Introspection::inactive()), Introspection::inactive());
+        assert!(!stranger.answer_is_complete(&Introspection::inactive()));
+        assert!(resource_server.answer_is_complete(&Introspection::inactive()));
     }
 
     #[test]

@@ -16,3 +16,4 @@ pub mod redis_target;
 pub mod snapshot;
 pub mod telemetry;
 pub mod token;
+pub mod wire;

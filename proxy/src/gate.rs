@@ -30,7 +30,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use serde_json::json;
+use quantaid_protocol::wire::ErrorBody;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use pingora::prelude::timeout;
@@ -97,7 +97,7 @@ fn reason(status: u16) -> &'static str {
 
 /// The raw HTTP/1.1 answer for a refusal; the connection closes after it.
 pub fn refusal_response(r: Refusal) -> Vec<u8> {
-    let body = json!({"error": r.error, "error_description": r.description}).to_string();
+    let body = ErrorBody { error: r.error, error_description: r.description }.to_json();
     let mut head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n",
         r.status,

@@ -12,7 +12,7 @@ use quantaid_protocol::access::Principal;
 use quantaid_protocol::cache::{self, entry};
 use quantaid_protocol::introspection::Introspector;
 use quantaid_protocol::token::{self, TokenKind};
-use serde_json::Value;
+use quantaid_protocol::wire::{Introspection, SessionView};
 use uuid::Uuid;
 
 use crate::backend::{BackendClient, Reply, Unavailable};
@@ -122,9 +122,15 @@ fn cached_answer(body: String) -> Answer {
     if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) }
 }
 
-fn json_field<'a>(body: &'a Value, name: &str) -> Option<&'a str> {
-    body.get(name).and_then(Value::as_str)
+/// A found answer's body as the type the backend wrote it as: `Ok(None)` when nothing was
+/// found; `Unavailable` when a found body does not parse, since nothing can be said then.
+pub fn found<T: serde::de::DeserializeOwned>(answer: Answer) -> std::result::Result<Option<T>, Unavailable> {
+    match answer {
+        Answer::Found(body) => serde_json::from_str(&body).map(Some).map_err(|_| Unavailable),
+        _ => Ok(None),
+    }
 }
+
 
 fn until(unix_secs: i64) -> Option<Duration> {
     let ms = unix_secs.saturating_mul(1000) - Utc::now().timestamp_millis();
@@ -242,13 +248,10 @@ impl Lookups {
             let reply = self.backend.session(session_token, trace).await?;
             match reply.status {
                 StatusCode::OK => {
-                    let body: Value = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
-                    let user_id = json_field(&body, "user_id").map(str::to_string);
-                    let expires = json_field(&body, "expires_at")
-                        .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
-                        .map(|e| e.timestamp());
+                    let view: SessionView = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
                     let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
-                    let ttl = jittered_ttl(self.config.session_ttl, Some(expires.and_then(until).unwrap_or_default()));
+                    let ttl = jittered_ttl(self.config.session_ttl, Some(until(view.expires_at.timestamp()).unwrap_or_default()));
+                    let user_id = Some(view.user_id.to_string());
                     let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None, client_id: None };
                     Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
                 }
@@ -287,15 +290,15 @@ impl Lookups {
         if reply.status != StatusCode::OK {
             return Err(Unavailable);
         }
-        let body: Value = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
-        if body.get("active") != Some(&Value::Bool(true)) {
+        let answer: Introspection = serde_json::from_slice(&reply.body).map_err(|_| Unavailable)?;
+        if !answer.active {
             return Ok(Fetched { answer: Answer::NotFound, fill: self.negative(None, None, None) });
         }
         // A user's token is revoked with its user (logout-all and friends).
-        let user_id = body.get("username").and(json_field(&body, "sub")).map(str::to_string);
-        let remaining = body.get("exp").and_then(Value::as_i64).and_then(until).unwrap_or_default();
+        let user_id = answer.user_id().map(str::to_string);
+        let remaining = answer.exp.and_then(until).unwrap_or_default();
         let ttl = jittered_ttl(remaining, Some(remaining.min(self.config.cache_max_ttl)));
-        let client_id = json_field(&body, "client_id").map(str::to_string);
+        let client_id = answer.client_id;
         let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
         let fill = Fill { body: text.clone(), ttl, user_id, created_ms: Some(created_ms), user_version: None, client_id };
         Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
@@ -342,16 +345,13 @@ impl Lookups {
                 return Ok(Some(Caller::BootstrapAdmin));
             }
         }
-        let parsed = |a: Answer| match a {
-            Answer::Found(body) => serde_json::from_str::<Value>(&body).ok(),
-            _ => None,
-        };
         match token::parse(bearer).map(|t| t.kind) {
-            Some(TokenKind::Session) => Ok(parsed(self.session(bearer, trace).await?)
-                .and_then(|b| json_field(&b, "user_id").and_then(|u| u.parse().ok()))
-                .map(|user_id| Caller::Session { user_id })),
-            Some(TokenKind::Access) => Ok(parsed(self.token(bearer, trace).await?)
-                .map(|b| Caller::Token { scopes: json_field(&b, "scope").unwrap_or_default().to_string() })),
+            Some(TokenKind::Session) => {
+                Ok(found::<SessionView>(self.session(bearer, trace).await?)?.map(|view| Caller::Session { user_id: view.user_id }))
+            }
+            Some(TokenKind::Access) => {
+                Ok(found::<Introspection>(self.token(bearer, trace).await?)?.map(|t| Caller::Token { scopes: t.scope.unwrap_or_default() }))
+            }
             _ => Ok(None),
         }
     }

@@ -19,11 +19,11 @@ use quantaid_protocol::forwarded;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 use quantaid_protocol::token::{self, TokenKind};
-use serde_json::{json, Value};
+use quantaid_protocol::wire::{ErrorBody, Introspection, SessionView};
 
 use crate::backend::Unavailable;
 use crate::config::Config;
-use crate::lookup::{Answer, Lookups};
+use crate::lookup::{found, Answer, Lookups};
 use crate::metrics::METRICS;
 use crate::routes::{classify, Route};
 
@@ -80,7 +80,7 @@ async fn respond(
 }
 
 fn error_body(code: &str, description: &str) -> Option<Bytes> {
-    Some(Bytes::from(json!({"error": code, "error_description": description}).to_string()))
+    Some(Bytes::from(ErrorBody { error: code, error_description: description }.to_json()))
 }
 
 async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, status: StatusCode, code: &str, description: &str) -> Result<bool> {
@@ -114,23 +114,24 @@ impl QuantaProxy {
     async fn check(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let credential = bearer(session).unwrap_or_default();
         let trace = Some(&ctx.traceparent);
-        let answer = match token::parse(&credential).map(|t| t.kind) {
-            Some(TokenKind::Session) => self.lookups.session(&credential, trace).await,
-            Some(TokenKind::Access) => self.lookups.token(&credential, trace).await,
-            _ => Ok(Answer::NotFound),
+        // (user id, client id, scopes) of the credential; `None` if it is not valid.
+        let identity: std::result::Result<Option<[String; 3]>, Unavailable> = match token::parse(&credential).map(|t| t.kind) {
+            Some(TokenKind::Session) => self.lookups.session(&credential, trace).await.and_then(|answer| {
+                found::<SessionView>(answer).map(|view| view.map(|v| [v.user_id.to_string(), String::new(), String::new()]))
+            }),
+            Some(TokenKind::Access) => self.lookups.token(&credential, trace).await.and_then(|answer| {
+                found::<Introspection>(answer).map(|token| {
+                    token.map(|t| [t.user_id().unwrap_or_default().to_string(), t.client_id.unwrap_or_default(), t.scope.unwrap_or_default()])
+                })
+            }),
+            _ => Ok(None),
         };
-        let body = match answer {
-            Ok(Answer::Found(body)) => serde_json::from_str::<Value>(&body).unwrap_or_default(),
-            Ok(_) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
+        let [user, client, scopes] = match identity {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
             Err(Unavailable) => return unavailable(session, ctx).await,
         };
-        let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
-        let headers = if body.get("active").is_some() {
-            let user = if body.get("username").is_some() { field("sub") } else { String::new() };
-            vec![("x-quantaid-user-id", user), ("x-quantaid-client-id", field("client_id")), ("x-quantaid-scopes", field("scope"))]
-        } else {
-            vec![("x-quantaid-user-id", field("user_id")), ("x-quantaid-client-id", String::new()), ("x-quantaid-scopes", String::new())]
-        };
+        let headers = [("x-quantaid-user-id", user), ("x-quantaid-client-id", client), ("x-quantaid-scopes", scopes)];
         respond(session, ctx, StatusCode::OK, &headers, None).await
     }
 
@@ -212,7 +213,7 @@ impl QuantaProxy {
             match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
                 Ok(Answer::Found(body)) => {
                     // The same rule as the backend's (quantaid_protocol::introspection).
-                    let Ok(full) = serde_json::from_str::<Value>(&body) else { return unavailable(session, ctx).await };
+                    let Ok(full) = serde_json::from_str::<Introspection>(&body) else { return unavailable(session, ctx).await };
                     let shown = if verified.introspector.may_see(&full) { Some(Bytes::from(body.to_string())) } else { inactive() };
                     return respond(session, ctx, StatusCode::OK, &[], shown).await;
                 }
@@ -240,7 +241,7 @@ impl QuantaProxy {
                 if let (StatusCode::OK, Some(introspector)) = (status, introspector) {
                     // A caller that may not see every token can get an inactive answer
                     // for a live token: that one is not the token's answer, not cached.
-                    let complete = serde_json::from_slice::<Value>(&body).is_ok_and(|answer| introspector.answer_is_complete(&answer));
+                    let complete = serde_json::from_slice::<Introspection>(&body).is_ok_and(|answer| introspector.answer_is_complete(&answer));
                     if complete {
                         self.lookups.fill_token_from(&presented, reply).await;
                     }

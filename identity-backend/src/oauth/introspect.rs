@@ -2,8 +2,8 @@
 //! userinfo.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -14,11 +14,13 @@ use crate::auth::{find_access_token, Authenticated, Caller};
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
+use crate::http::no_store;
 use crate::oauth::token::REFRESH_BY_DIGEST;
 use crate::oauth::{authenticate_client, SUPPORTED_GRANTS};
 use crate::security::token::{self, TokenKind};
 use crate::{revocation, SharedState};
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
+use quantaid_protocol::wire::Introspection;
 
 const TOKEN_OWNER_BY_ACCESS: Query = Query {
     name: "token_owner_by_access",
@@ -28,12 +30,6 @@ const USERNAME_BY_ID: Query = Query {
     name: "username_by_id",
     sql: "SELECT username, email FROM users WHERE id = $1 AND NOT disabled",
 };
-
-fn no_store(body: Json<Value>) -> Response {
-    let mut response = body.into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 /// `POST /oauth/introspect` (form `token=`, optional `token_type_hint`): the caller
 /// authenticates as a client, and sees what `quantaid_protocol::introspection` lets it
@@ -52,57 +48,50 @@ pub async fn introspect(State(state): State<SharedState>, headers: HeaderMap, fo
 
 /// The RFC 7662 answer for `presented`. Anything malformed, unknown, expired or revoked
 /// is `{"active": false}`.
-pub async fn introspection(conn: &Conn<'_>, presented: &str, now: DateTime<Utc>) -> ApiResult<Value> {
-    let inactive = || json!({"active": false});
+pub async fn introspection(conn: &Conn<'_>, presented: &str, now: DateTime<Utc>) -> ApiResult<Introspection> {
     match token::parse(presented).map(|t| t.kind) {
         Some(TokenKind::Access) => {
-            let Some(t) = find_access_token(conn, presented, now).await? else { return Ok(inactive()) };
-            let sub = t.user_id.map(|u| u.to_string()).unwrap_or_else(|| t.client_id.clone());
-            let mut body = json!({
-                "active": true,
-                "scope": t.scope,
-                "client_id": t.client_id,
-                "sub": sub,
-                "exp": t.expires_at.timestamp(),
-                "iat": t.issued_at.timestamp(),
-                "token_type": "Bearer",
-            });
-            if let Some(username) = t.username {
-                body["username"] = json!(username);
-            }
-            Ok(body)
+            let Some(t) = find_access_token(conn, presented, now).await? else { return Ok(Introspection::inactive()) };
+            Ok(Introspection {
+                active: true,
+                sub: Some(t.user_id.map(|u| u.to_string()).unwrap_or_else(|| t.client_id.clone())),
+                scope: Some(t.scope),
+                client_id: Some(t.client_id),
+                exp: Some(t.expires_at.timestamp()),
+                iat: Some(t.issued_at.timestamp()),
+                token_type: Some("Bearer".into()),
+                username: t.username,
+            })
         }
         Some(TokenKind::Refresh) => {
             let Some(row) = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await? else {
-                return Ok(inactive());
+                return Ok(Introspection::inactive());
             };
             let (client_id, user_id, scope): (String, Option<Uuid>, String) = (row.get(2), row.get(3), row.get(4));
             let (expires, rotated, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) =
                 (row.get(5), row.get(6), row.get(7));
             let Some(exp) = expires.filter(|e| *e > now && rotated.is_none() && !revoked) else {
-                return Ok(inactive());
+                return Ok(Introspection::inactive());
             };
             let username = match user_id {
                 Some(u) => match conn.query_opt(&USERNAME_BY_ID, &[&u]).await? {
                     Some(r) => Some(r.get::<_, String>(0)),
-                    None => return Ok(inactive()),
+                    None => return Ok(Introspection::inactive()),
                 },
                 None => None,
             };
-            let mut body = json!({
-                "active": true,
-                "scope": scope,
-                "client_id": client_id,
-                "sub": user_id.map(|u| u.to_string()).unwrap_or(client_id.clone()),
-                "exp": exp.timestamp(),
-                "token_type": "refresh_token",
-            });
-            if let Some(username) = username {
-                body["username"] = json!(username);
-            }
-            Ok(body)
+            Ok(Introspection {
+                active: true,
+                sub: Some(user_id.map(|u| u.to_string()).unwrap_or(client_id.clone())),
+                scope: Some(scope),
+                client_id: Some(client_id),
+                exp: Some(exp.timestamp()),
+                iat: None,
+                token_type: Some("refresh_token".into()),
+                username,
+            })
         }
-        _ => Ok(inactive()),
+        _ => Ok(Introspection::inactive()),
     }
 }
 
