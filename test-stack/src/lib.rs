@@ -11,17 +11,22 @@
 //! let session = app.login("alice", PASSWORD).await;
 //! ```
 //!
-//! Why a crate of its own rather than a module of `quantaid-testkit` or a `test-util`
-//! feature of the backend: it needs the backend's library (`run`, `migrate`, `config`),
-//! and `quantaid-testkit` is a dev-dependency of the backend, so testkit depending on the
-//! backend would make the backend's unit tests link two copies of it. A `test-util`
-//! feature would put test code and its dependencies into the backend's own build graph
-//! and needs enabling from every dependent. This crate sits above both: it depends on
-//! the backend and testkit, and is a dev-dependency of the backend and the proxy. Only
-//! their integration tests use it, and those link the backend's library as an ordinary
-//! external crate, the same one this crate links, so its types (`Config`) are theirs.
-//! Real services only (testkit's PostgreSQL and Redis); the proxy's own processes and
-//! metrics stay in `proxy/tests/proxy/stack.rs`, built on [`TestApp`].
+//! Why a crate of its own. The harness needs the backend's library (`run`, `migrate`,
+//! `config`), and the backend's tests need the harness: a dev-dependency cycle. Cargo
+//! allows it, but a crate in the cycle links the backend as a second, separate instance
+//! into the backend's unit-test build (the `src/` crate compiled with `--test`), whose
+//! types are not the ones under test. Integration tests (`tests/`) have no such
+//! problem: they link the backend's library as an ordinary external crate, the same
+//! instance this crate links, so `Config` is one type across both. So:
+//! - Not in `quantaid-testkit`: testkit stays free of QuantaID crates (real PostgreSQL,
+//!   Redis and links only), so that the backend's unit tests and `bench/` can use it
+//!   without that second instance, and it is not rebuilt when the backend changes.
+//! - Not a `test-util` feature of the backend: that puts test code, and reqwest and
+//!   testkit as optional dependencies, into the production crate, behind a feature
+//!   every dependent has to remember to enable.
+//! - This crate: a dev-dependency of the backend and the proxy, for their integration
+//!   tests only; the backend's unit tests must not use it. The proxy's own processes
+//!   and metrics stay in `proxy/tests/proxy/stack.rs`, built on [`TestApp`].
 
 pub mod api;
 mod app;
