@@ -78,13 +78,25 @@ impl Stack {
             .stderr(Stdio::inherit());
         let child = ChildGuard::spawn(&mut cmd).expect("spawn quantaid-proxy");
         let proxy = Proxy { url: format!("http://127.0.0.1:{port}"), metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"), child };
+        // Ready also means the first Bloom refresh has been tried (whatever its outcome):
+        // it runs beside the listener at start-up, and a test comparing metric pages
+        // before and after would otherwise see its series appear in between.
+        let first_refresh = r#"quantaid_upstream_request_duration_seconds_count{path="/internal/v1/bloom-snapshot"}"#;
         for _ in 0..500 {
-            if self.http.get(format!("{}/health", proxy.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self.http.get(format!("{}/health", proxy.url)).send().await.is_ok_and(|r| r.status().is_success())
+                && self.page_has(&proxy.metrics_url, first_refresh).await
+            {
                 return proxy;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("proxy did not become ready");
+    }
+
+    /// Whether the page at `url` answers and contains `text`.
+    async fn page_has(&self, url: &str, text: &str) -> bool {
+        let Ok(r) = self.http.get(url).send().await else { return false };
+        r.text().await.is_ok_and(|page| page.contains(text))
     }
 
     pub fn backend_addr(&self) -> std::net::SocketAddr {
