@@ -2,7 +2,7 @@ use quantaid_backend::config;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 async fn audit(app: &TestApp, query: &str) -> Value {
     let (status, body) = json_of(app.get(&format!("/v1/audit-logs?{query}"), Some(ADMIN_TOKEN)).await).await;

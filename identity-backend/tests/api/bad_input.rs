@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 /// JSON endpoints, with a caller that passes authentication where one is needed.
 async fn json_endpoints(app: &TestApp) -> Vec<(Method, String, Option<String>)> {

@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 async fn issue(app: &TestApp, client: &(String, String)) -> String {
     let (status, t) = app.token(client, &[("grant_type", "client_credentials")]).await;

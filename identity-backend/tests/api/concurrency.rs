@@ -4,7 +4,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_refresh_token_reuse_has_at_most_one_winner() {

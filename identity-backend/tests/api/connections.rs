@@ -7,7 +7,7 @@ use quantaid_backend::config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 /// Reads until the server closes the connection; how long that took, or `None` if it
 /// was still open after `limit`.

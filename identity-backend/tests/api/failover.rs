@@ -10,7 +10,7 @@ use quantaid_testkit::Postgres;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 const STANDBY_NAME: &str = "quantaid_standby";
 /// Generous bound for the backend to reach the new primary (the experiment measures it).

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 async fn app_with_redis(redis: &Redis) -> TestApp {
     TestApp::with(&[(config::REDIS_HOST, &format!("127.0.0.1:{}", redis.port()))]).await

@@ -1,7 +1,5 @@
 //! Integration tests of the identity backend against a real PostgreSQL.
 
-mod harness;
-
 mod audit;
 mod bad_input;
 mod clients;

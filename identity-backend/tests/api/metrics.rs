@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 /// The series of the request metrics (not their values).
 async fn request_series(app: &TestApp) -> Vec<String> {

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use quantaid_backend::config;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 pub(crate) fn code(secret: &[u8], step: u64) -> String {
     format!("{:06}", totp::hotp(secret, step, 6))

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 #[tokio::test]
 async fn client_credentials_with_basic_or_body_auth() {

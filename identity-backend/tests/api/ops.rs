@@ -10,7 +10,7 @@ use quantaid_testkit::{free_port, Postgres};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
@@ -89,27 +89,6 @@ async fn an_unreachable_database_is_503_never_401() {
     let session = token::generate(TokenKind::Session, chrono::Utc::now());
     let r = app.get("/v1/auth/session", Some(&session)).await;
     assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");
-}
-
-/// A stand-in OTLP/HTTP collector: records the bodies posted to `/v1/traces`.
-async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
-    use axum::routing::post;
-    let received: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: axum::body::Bytes| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(body.to_vec());
-                ""
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
 }
 
 /// The real binary: migrations by subcommand, JSON logs with the caller's trace id and

@@ -7,7 +7,7 @@ use quantaid_backend::oauth::token::REFRESH_BY_DIGEST;
 use quantaid_backend::sessions::USER_BY_USERNAME;
 use tokio_postgres::types::ToSql;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 const LOAD: &str = "
 INSERT INTO users (id, username, email, password_hash, created_at, updated_at)

@@ -7,7 +7,7 @@ use quantaid_backend::config;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 /// Longer than the configured re-authentication age of 3 s (short, so tests are quick;
 /// long enough that the steps after a re-authentication fit in it on a busy machine).

@@ -2,7 +2,7 @@ use quantaid_backend::config;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 #[tokio::test]
 async fn login_session_lookup_and_logout() {

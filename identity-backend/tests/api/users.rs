@@ -2,7 +2,7 @@ use quantaid_backend::config;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::harness::*;
+use quantaid_test_stack::*;
 
 #[tokio::test]
 async fn create_get_list_update_delete() {

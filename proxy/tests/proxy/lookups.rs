@@ -10,16 +10,6 @@ use serde_json::{json, Value};
 
 use crate::stack::*;
 
-/// Requests the backend has served, not counting the proxies' own Bloom refreshes and
-/// health probes.
-async fn backend_requests(stack: &Stack) -> f64 {
-    let text = stack.http.get(&stack.backend_metrics_url).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("quantaid_http_requests_total{") && !l.contains("bloom-snapshot") && !l.contains("\"/health\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn pttl(stack: &Stack, key: &str) -> i64 {
     stack.redis().await.pttl(key).await.unwrap()
 }
@@ -97,7 +87,7 @@ async fn tokens_and_users_are_cached_within_their_lifetimes() {
 async fn entries_expire() {
     let stack = Stack::start(0).await;
     let short = stack.spawn_proxy(stack.backend_addr(), &[("QUANTAID_CACHE_USER_TTL_SECS", "1")]).await;
-    let id = stack.create_user_direct("dave").await;
+    let id = stack.backend.create_user("dave").await;
     let url = format!("{}/v1/users/{id}", short.url);
     let backend_reads = r#"quantaid_http_requests_total{method="GET",path="/v1/users/{id}",status="200"}"#;
     stack.http.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();

@@ -30,7 +30,7 @@ async fn unknown_methods_and_paths(stack: &Stack, round: &str, rounds: usize) {
 #[tokio::test]
 async fn unknown_methods_and_paths_add_no_series_in_either_sidecar() {
     let stack = Stack::start(1).await;
-    let pages = [stack.proxies[0].metrics_url.clone(), stack.backend_metrics_url.clone()];
+    let pages = [stack.proxies[0].metrics_url.clone(), stack.backend.metrics_url.clone()];
     // One round creates the `other` and `unmatched` series; later rounds must add none.
     unknown_methods_and_paths(&stack, "a", 3).await;
     let mut before = Vec::new();
@@ -52,7 +52,7 @@ async fn unknown_methods_and_paths_add_no_series_in_either_sidecar() {
 #[tokio::test]
 async fn both_sidecars_export_process_memory_and_its_limit() {
     let stack = Stack::start(1).await;
-    for page in [&stack.proxies[0].metrics_url, &stack.backend_metrics_url] {
+    for page in [&stack.proxies[0].metrics_url, &stack.backend.metrics_url] {
         let text = stack.http.get(page).send().await.unwrap().text().await.unwrap();
         for name in ["process_resident_memory_bytes ", "process_cpu_seconds_total ", "quantaid_memory_limit_bytes "] {
             assert!(text.contains(name), "{page}: {name}missing");
@@ -60,7 +60,7 @@ async fn both_sidecars_export_process_memory_and_its_limit() {
     }
     let proxy = stack.http.get(&stack.proxies[0].metrics_url).send().await.unwrap().text().await.unwrap();
     assert!(proxy.contains("quantaid_bloom_last_refresh_timestamp_seconds "), "{proxy}");
-    let backend = stack.http.get(&stack.backend_metrics_url).send().await.unwrap().text().await.unwrap();
+    let backend = stack.http.get(&stack.backend.metrics_url).send().await.unwrap().text().await.unwrap();
     for name in ["quantaid_sessions_active ", "quantaid_cache_invalidations_pending "] {
         assert!(backend.contains(name), "{name}missing");
     }

@@ -182,16 +182,6 @@ async fn forged_tokens_cost_bounded_backend_calls() {
     assert_eq!(backend_requests(&stack).await - before, 20.0, "one lookup per distinct fresh forged token");
 }
 
-/// Requests the backend has served, not counting the proxies' own Bloom refreshes and
-/// health probes.
-async fn backend_requests(stack: &Stack) -> f64 {
-    let text = stack.http.get(&stack.backend_metrics_url).send().await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("quantaid_http_requests_total{") && !l.contains("bloom-snapshot") && !l.contains("\"/health\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// docs/security.md, "Forged tokens", measured: backend calls per 10,000 forged requests of each kind, through one
 /// replica (printed). Ceilings, not speeds. 40,000 requests take minutes on a debug
 /// build, so it runs on demand:

@@ -1,54 +1,16 @@
-//! A whole sidecar stack: PostgreSQL (shared cluster, fresh database), Redis, the
-//! identity backend in this process, and N proxy replicas as real processes.
+//! A whole sidecar stack: the identity backend in this process over a fresh database
+//! (`quantaid_test_stack::TestApp`), Redis, and N proxy replicas as real processes.
 
-use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use quantaid_backend::config::{self as backend_config, Config as BackendConfig};
-use quantaid_testkit::{free_port, ChildGuard, Link, Postgres, Redis};
+use quantaid_backend::config;
+use quantaid_test_stack::{api, TestApp};
+use quantaid_testkit::{free_port, ChildGuard, Link, Redis};
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tokio::sync::OnceCell;
+use serde_json::Value;
 
-pub const ADMIN_TOKEN: &str = "proxy-test-admin-token";
-pub const INTERNAL_TOKEN: &str = "proxy-test-internal-token";
-pub const PASSWORD: &str = "correct horse battery";
-
-async fn template() -> &'static str {
-    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
-    TEMPLATE
-        .get_or_init(|| async {
-            let name = Postgres::shared().create_database(None).await.expect("template database");
-            quantaid_backend::migrate(&backend_config(&name, 0)).await.expect("migrate template");
-            name
-        })
-        .await
-}
-
-fn backend_config(db: &str, redis_port: u16) -> BackendConfig {
-    let pg = Postgres::shared();
-    let redis = if redis_port == 0 { "none".to_string() } else { format!("127.0.0.1:{redis_port}") };
-    let vars: HashMap<&str, String> = [
-        (backend_config::DB_HOST, pg.host().to_string()),
-        (backend_config::DB_PORT, pg.port().to_string()),
-        (backend_config::DB_USER, pg.user().to_string()),
-        (backend_config::DB_NAME, db.to_string()),
-        (backend_config::DB_POOL_MIN, "2".to_string()),
-        (backend_config::DB_POOL_MAX, "20".to_string()),
-        (backend_config::DB_MIGRATE_ON_START, "false".to_string()),
-        (backend_config::BOOTSTRAP_ADMIN_TOKEN, ADMIN_TOKEN.to_string()),
-        (backend_config::INTERNAL_TOKEN, INTERNAL_TOKEN.to_string()),
-        (backend_config::REDIS_HOST, redis),
-        (backend_config::BLOOM_WATERMARK_MARGIN_MS, "1000".to_string()),
-        (backend_config::LISTEN_ADDR, "127.0.0.1:0".to_string()),
-        (backend_config::METRICS_ADDR, "127.0.0.1:0".to_string()),
-        (backend_config::SHUTDOWN_GRACE_SECS, "1".to_string()),
-    ]
-    .into_iter()
-    .collect();
-    BackendConfig::from_lookup(|k| vars.get(k).cloned()).expect("backend config")
-}
+pub use quantaid_test_stack::{ADMIN_TOKEN, INTERNAL_TOKEN, PASSWORD};
 
 pub struct Proxy {
     pub url: String,
@@ -60,11 +22,9 @@ pub struct Stack {
     pub redis: Redis,
     /// The backend's own link to Redis, when the test cuts it (`Stack::start_with_backend_link`).
     pub backend_link: Option<Link>,
-    pub backend_url: String,
-    pub backend_metrics_url: String,
     pub proxies: Vec<Proxy>,
     pub http: reqwest::Client,
-    _backend_stop: tokio::sync::oneshot::Sender<()>,
+    pub backend: TestApp,
 }
 
 impl Stack {
@@ -81,28 +41,18 @@ impl Stack {
     async fn start_inner(replicas: usize, link: bool) -> Stack {
         let redis = Redis::start().expect("redis");
         let backend_link = link.then(|| Link::start(redis.port()).expect("link to redis"));
-        let db = Postgres::shared().create_database(Some(template().await)).await.expect("database");
-        let config = backend_config(&db, backend_link.as_ref().map_or(redis.port(), Link::port));
-        let api = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
-        let metrics = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
-        let backend_addr = api.local_addr().unwrap();
-        let backend_metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = quantaid_backend::run(api, metrics, config, async { let _ = stopped.await; }).await;
-        });
+        let backend_redis = format!("127.0.0.1:{}", backend_link.as_ref().map_or(redis.port(), Link::port));
+        let backend = TestApp::with(&[
+            (config::DB_POOL_MIN, "2"),
+            (config::DB_POOL_MAX, "20"),
+            (config::REDIS_HOST, &backend_redis),
+            (config::BLOOM_WATERMARK_MARGIN_MS, "1000"),
+        ])
+        .await;
         let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
-        let mut stack = Stack {
-            redis,
-            backend_link,
-            backend_url: format!("http://{backend_addr}"),
-            backend_metrics_url,
-            proxies: Vec::new(),
-            http,
-            _backend_stop: stop,
-        };
+        let mut stack = Stack { redis, backend_link, proxies: Vec::new(), http, backend };
         for _ in 0..replicas {
-            let proxy = stack.spawn_proxy(backend_addr, &[]).await;
+            let proxy = stack.spawn_proxy(stack.backend_addr(), &[]).await;
             stack.proxies.push(proxy);
         }
         stack
@@ -128,8 +78,14 @@ impl Stack {
             .stderr(Stdio::inherit());
         let child = ChildGuard::spawn(&mut cmd).expect("spawn quantaid-proxy");
         let proxy = Proxy { url: format!("http://127.0.0.1:{port}"), metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"), child };
+        // Ready also means the first Bloom refresh has been tried (whatever its outcome):
+        // it runs beside the listener at start-up, and a test comparing metric pages
+        // before and after would otherwise see its series appear in between.
+        let first_refresh = r#"quantaid_upstream_request_duration_seconds_count{path="/internal/v1/bloom-snapshot"}"#;
         for _ in 0..500 {
-            if self.http.get(format!("{}/health", proxy.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            if self.http.get(format!("{}/health", proxy.url)).send().await.is_ok_and(|r| r.status().is_success())
+                && self.page_has(&proxy.metrics_url, first_refresh).await
+            {
                 return proxy;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -137,8 +93,14 @@ impl Stack {
         panic!("proxy did not become ready");
     }
 
+    /// Whether the page at `url` answers and contains `text`.
+    async fn page_has(&self, url: &str, text: &str) -> bool {
+        let Ok(r) = self.http.get(url).send().await else { return false };
+        r.text().await.is_ok_and(|page| page.contains(text))
+    }
+
     pub fn backend_addr(&self) -> std::net::SocketAddr {
-        self.backend_url.trim_start_matches("http://").parse().unwrap()
+        self.backend.addr()
     }
 
     pub fn at(&self, replica: usize, path: &str) -> String {
@@ -147,32 +109,17 @@ impl Stack {
 
     /// Creates a user through replica 0; returns its id.
     pub async fn create_user(&self, username: &str) -> String {
-        let body = json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD});
-        let r = self.http.post(self.at(0, "/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+        api::create_user(&self.http, &self.proxies[0].url, username).await
     }
 
-    /// Creates a user on the backend directly (for stacks with no replica).
-    pub async fn create_user_direct(&self, username: &str) -> String {
-        let body = json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD});
-        let r = self.http.post(format!("{}/v1/users", self.backend_url)).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::CREATED);
-        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-    }
-
+    /// Logs in with [`PASSWORD`] through `replica`; returns the session token.
     pub async fn login(&self, replica: usize, username: &str) -> String {
-        let body = json!({"username": username, "password": PASSWORD});
-        let r = self.http.post(self.at(replica, "/v1/auth/login")).json(&body).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json::<Value>().await.unwrap()["session_token"].as_str().unwrap().to_string()
+        api::login(&self.http, &self.proxies[replica].url, username, PASSWORD).await
     }
 
+    /// Registers a client through replica 0; returns `(client_id, client_secret)`.
     pub async fn create_client(&self, grants: &[&str], scopes: &[&str]) -> (String, String) {
-        let body = json!({"name": "proxy test", "grant_types": grants, "scopes": scopes});
-        let r = self.http.post(self.at(0, "/v1/clients")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-        let c: Value = r.json().await.unwrap();
-        (c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string())
+        api::create_client(&self.http, &self.proxies[0].url, grants, scopes).await
     }
 
     /// A client-credentials access token, issued through `replica`.
@@ -201,11 +148,11 @@ impl Stack {
     }
 
     pub async fn backend_metric(&self, sample: &str) -> f64 {
-        metric(&self.http, &self.backend_metrics_url, sample).await
+        self.backend.metric(sample).await
     }
 
     pub async fn proxy_metric(&self, replica: usize, sample: &str) -> f64 {
-        metric(&self.http, &self.proxies[replica].metrics_url, sample).await
+        api::metric(&self.http, &self.proxies[replica].metrics_url, sample).await
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -213,9 +160,14 @@ impl Stack {
     }
 }
 
-async fn metric(http: &reqwest::Client, url: &str, sample: &str) -> f64 {
-    let text = http.get(url).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+/// Requests the backend has served, not counting the proxies' own Bloom refreshes and
+/// health probes.
+pub async fn backend_requests(stack: &Stack) -> f64 {
+    let text = api::metrics_text(&stack.http, &stack.backend.metrics_url).await;
+    text.lines()
+        .filter(|l| l.starts_with("quantaid_http_requests_total{") && !l.contains("bloom-snapshot") && !l.contains("\"/health\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Waits (bounded) until `f` holds; for state that converges, such as a Bloom filter

@@ -5,17 +5,17 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use quantaid_test_stack::otlp_collector;
 use reqwest::StatusCode;
 
 use crate::stack::*;
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
-/// A stand-in backend recording the `traceparent` it receives, and an OTLP collector.
-async fn recorder() -> (std::net::SocketAddr, Seen, Arc<Mutex<Vec<Vec<u8>>>>) {
+/// A stand-in backend recording the `traceparent` it receives.
+async fn recorder() -> (std::net::SocketAddr, Seen) {
     let seen: Seen = Arc::default();
-    let exported: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let (s, e) = (seen.clone(), exported.clone());
+    let s = seen.clone();
     let app = axum::Router::new()
         .route("/health", get(|| async { "{}" }))
         .route(
@@ -28,28 +28,18 @@ async fn recorder() -> (std::net::SocketAddr, Seen, Arc<Mutex<Vec<Vec<u8>>>>) {
                     "{}"
                 }
             }),
-        )
-        .route(
-            "/v1/traces",
-            post(move |body: axum::body::Bytes| {
-                let e = e.clone();
-                async move {
-                    e.lock().unwrap().push(body.to_vec());
-                    ""
-                }
-            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (addr, seen, exported)
+    (addr, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_trace_continues_through_the_proxy() {
     let stack = Stack::start(0).await;
-    let (addr, seen, exported) = recorder().await;
-    let collector = format!("http://{addr}");
+    let (addr, seen) = recorder().await;
+    let (collector, exported) = otlp_collector().await;
     let mut proxy = stack
         .spawn_proxy(addr, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector), ("OTEL_BSP_SCHEDULE_DELAY", "100")])
         .await;

@@ -1,33 +1,33 @@
-//! A real backend, in-process, on port-0 listeners, over its own fresh database in the
-//! shared test PostgreSQL cluster.
+//! The backend in this process, on port-0 listeners, over its own fresh database in
+//! testkit's shared PostgreSQL cluster.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use quantaid_backend::config::{self, Config};
 use quantaid_testkit::Postgres;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
-pub const ADMIN_TOKEN: &str = "test-bootstrap-admin-token";
-pub const PASSWORD: &str = "correct horse battery";
-pub const INTERNAL_TOKEN: &str = "test-internal-token";
+use crate::api::{self, json_of};
+use crate::{ADMIN_TOKEN, INTERNAL_TOKEN};
 
-/// The migrated template every test database is copied from.
+/// The migrated template every test database is copied from: migrating once per test
+/// process and copying is much faster than migrating every test's database.
 async fn template() -> &'static str {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
     TEMPLATE
         .get_or_init(|| async {
-            let pg = Postgres::shared();
-            let name = pg.create_database(None).await.expect("create template database");
-            let config = base_config(&name, &[]);
-            quantaid_backend::migrate(&config).await.expect("migrate template");
+            let name = Postgres::shared().create_database(None).await.expect("create template database");
+            quantaid_backend::migrate(&base_config(&name, &[])).await.expect("migrate template");
             name
         })
         .await
 }
 
-/// The test configuration over database `db` of the shared cluster, with `overrides`.
+/// The test configuration over database `db` of the shared cluster, with `overrides`
+/// (variable name, value) applied on top. Redis is off unless an override names one.
 pub fn base_config(db: &str, overrides: &[(&str, &str)]) -> Config {
     let pg = Postgres::shared();
     let mut vars: HashMap<String, String> = [
@@ -54,6 +54,7 @@ pub fn base_config(db: &str, overrides: &[(&str, &str)]) -> Config {
     Config::from_lookup(|k| vars.get(k).cloned()).expect("test config")
 }
 
+/// A running backend. Dropping it shuts the backend down.
 pub struct TestApp {
     pub url: String,
     pub metrics_url: String,
@@ -67,14 +68,15 @@ impl TestApp {
         Self::with(&[]).await
     }
 
-    /// Starts with config variables overridden, e.g. `&[(config::DB_POOL_MAX, "2")]`.
+    /// Starts over a fresh copy of the template with config variables overridden, e.g.
+    /// `&[(config::DB_POOL_MAX, "2")]`.
     pub async fn with(overrides: &[(&str, &str)]) -> TestApp {
         let db_name = Postgres::shared().create_database(Some(template().await)).await.expect("test database");
         Self::with_config(base_config(&db_name, overrides), db_name).await
     }
 
     /// Starts with a complete configuration (e.g. over other clusters than the shared one);
-    /// `db_name` is what [`TestApp::pg`] connects to.
+    /// `db_name` is what [`TestApp::pg`] connects to. Returns once `/health` answers.
     pub async fn with_config(config: Config, db_name: String) -> TestApp {
         let api = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
         let metrics = quantaid_backend::http::listen(([127, 0, 0, 1], 0).into()).unwrap();
@@ -101,6 +103,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
+    }
+
+    /// The API listener's address (what a proxy is pointed at).
+    pub fn addr(&self) -> SocketAddr {
+        self.url.trim_start_matches("http://").parse().unwrap()
     }
 
     /// A direct connection to this test's database, for assertions.
@@ -132,29 +139,19 @@ impl TestApp {
         r.send().await.unwrap()
     }
 
-    /// Creates a user with [`PASSWORD`]; returns its id.
+    /// Creates a user with [`crate::PASSWORD`]; returns its id.
     pub async fn create_user(&self, username: &str) -> String {
-        let body = json!({"username": username, "email": format!("{username}@example.com"), "password": PASSWORD});
-        let (status, user) = json_of(self.post_json("/v1/users", Some(ADMIN_TOKEN), body).await).await;
-        assert_eq!(status, StatusCode::CREATED, "{user}");
-        user["id"].as_str().unwrap().to_string()
+        api::create_user(&self.http, &self.url, username).await
     }
 
     /// Logs in (no MFA); returns the session token.
     pub async fn login(&self, username: &str, password: &str) -> String {
-        let (status, body) =
-            json_of(self.post_json("/v1/auth/login", None, json!({"username": username, "password": password})).await)
-                .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["session_token"].as_str().unwrap().to_string()
+        api::login(&self.http, &self.url, username, password).await
     }
 
     /// Registers a client; returns `(client_id, client_secret)`.
     pub async fn create_client(&self, grants: &[&str], scopes: &[&str]) -> (String, String) {
-        let body = json!({"name": "test client", "grant_types": grants, "scopes": scopes, "redirect_uris": []});
-        let (status, c) = json_of(self.post_json("/v1/clients", Some(ADMIN_TOKEN), body).await).await;
-        assert_eq!(status, StatusCode::CREATED, "{c}");
-        (c["client_id"].as_str().unwrap().to_string(), c["client_secret"].as_str().unwrap().to_string())
+        api::create_client(&self.http, &self.url, grants, scopes).await
     }
 
     /// `POST /oauth/token` with Basic client auth.
@@ -172,25 +169,6 @@ impl TestApp {
     /// The value of one sample in the backend's metrics text, e.g.
     /// `quantaid_logins_total{result="success"}`.
     pub async fn metric(&self, sample: &str) -> f64 {
-        let text = self.http.get(&self.metrics_url).send().await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse::<f64>().ok()))
-            .unwrap_or(0.0)
+        api::metric(&self.http, &self.metrics_url, sample).await
     }
-}
-
-/// Status and JSON body; panics (failing the test) on a non-JSON body.
-pub async fn json_of(r: Response) -> (StatusCode, Value) {
-    let status = r.status();
-    let text = r.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body with {status}: {text:?}"));
-    (status, body)
-}
-
-/// Asserts the RFC 6749 error shape and returns the code.
-pub async fn error_of(r: Response, expected: StatusCode) -> String {
-    let (status, body) = json_of(r).await;
-    assert_eq!(status, expected, "{body}");
-    assert!(body["error_description"].is_string(), "{body}");
-    body["error"].as_str().expect("error code").to_string()
 }
