@@ -114,7 +114,7 @@ PROXY_BIN=$TARGET_DIR/release/quantaid-proxy
 if [ -n "${QUANTAID_PG_BIN:-}" ]; then
     PG_BIN=$QUANTAID_PG_BIN
 else
-    PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
+    PG_BIN=$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
 fi
 
 # setting NAME DEFAULT: the environment wins, then the last `up`, then the default. While

@@ -121,7 +121,7 @@ chaos_secrets() {
 
 # ---------------------------------------------------------------------------- postgres
 
-PG_BIN=${QUANTAID_PG_BIN:-$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${QUANTAID_PG_BIN:-$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}
 
 # PostgreSQL refuses to run as root: its tools run as the `postgres` system user then.
 pg_as() { if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }

@@ -24,7 +24,7 @@ PG_OS_USER=${QUANTAID_BACKUP_PG_OS_USER:-postgres}
 
 if [ -n "${QUANTAID_PG_BIN:-}" ]; then
     PG_BIN=$QUANTAID_PG_BIN
-elif PG_BIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1) && [ -n "$PG_BIN" ]; then
+elif PG_BIN=$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1) && [ -n "$PG_BIN" ]; then
     :
 else
     PG_BIN=$(dirname "$(command -v pg_dump 2>/dev/null || echo /usr/bin/pg_dump)")
