@@ -114,6 +114,7 @@ run_one() {
         export ROOT CHAOS_NAME=$name CHAOS_QUICK=$quick CHAOS_K8S=$k8s CHAOS_WORK=$work CHAOS_REPORT=$report BIN_DIR
         # shellcheck source=chaos/lib/common.sh
         . chaos/lib/common.sh
+        # shellcheck disable=SC2317 # runs from the EXIT trap below
         finish() {
             local rc=$?
             trap - EXIT TERM INT
@@ -148,12 +149,14 @@ run_one() {
     wait "$CHILD" || rc=$?
     CHILD=""
     rm -rf "$work"
+    # shellcheck disable=SC2031 # the `name` the subshell changes is the library functions' local one
     printf '==> %s: %s in %d s\n' "$name" "$([ "$rc" = 0 ] && echo PASSED || echo FAILED)" $((SECONDS - started))
     return "$rc"
 }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-suffix=$([ "$quick" = 1 ] && echo -quick || true)
+suffix=""
+if [ "$quick" = 1 ]; then suffix=-quick; fi
 failed=()
 if [ "$experiment" = all ]; then
     base=${out:-chaos/reports/all$suffix-$stamp}

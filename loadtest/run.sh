@@ -112,10 +112,11 @@ run_one() {
     # Secrets reach the load generator through its environment only (`export` is a
     # builtin: no command line ever holds them).
     (
-        for setting in "${settings[@]}"; do export "$setting"; done
+        for setting in "${settings[@]}"; do export "${setting?}"; done
         export LOADTEST_BASE_URL="http://$proxy_addr" LOADTEST_CONDITIONS="$conditions"
-        export LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid"
-        export LOADTEST_ADMIN_TOKEN="$(kv QUANTAID_BOOTSTRAP_ADMIN_TOKEN "$secrets")"
+        LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid"
+        LOADTEST_ADMIN_TOKEN=$(kv QUANTAID_BOOTSTRAP_ADMIN_TOKEN "$secrets")
+        export LOADTEST_DATABASE_URL LOADTEST_ADMIN_TOKEN
         exec "$LOADTEST_BIN" "$name" "${quick[@]}" --out "$report"
     ) || code=$?
 

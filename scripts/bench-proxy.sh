@@ -15,7 +15,6 @@
 # ports and stops it at the end. All traffic goes to 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
 DURATION=15
 RATE=10000
@@ -51,7 +50,7 @@ PROXY=http://127.0.0.1:48080 BACKEND=http://127.0.0.1:48081 HELLO=http://127.0.0
 WORK=$(mktemp -d /tmp/quantaid-bench.XXXXXX)
 HELLO_PID=""
 cleanup() {
-    [ -n "$HELLO_PID" ] && kill "$HELLO_PID" 2>/dev/null || true
+    if [ -n "$HELLO_PID" ]; then kill "$HELLO_PID" 2>/dev/null || true; fi
     scripts/stack.sh down >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }

@@ -48,7 +48,7 @@ pg_bin=""
 for dir in /usr/lib/postgresql/*/bin; do
     [ -x "$dir/postgres" ] && pg_bin=$dir
 done
-[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && [ -x "$pg_bin/pg_ctl" ] \
+{ [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] && [ -x "$pg_bin/pg_ctl" ]; } \
     || die "no PostgreSQL server binaries under /usr/lib/postgresql/<version>/bin (package postgresql)"
 pg_lib="${pg_bin%/bin}/lib"
 [ -e "$pg_lib/pg_stat_statements.so" ] || die "pg_stat_statements is missing from $pg_lib (package postgresql-contrib)"

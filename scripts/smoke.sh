@@ -105,6 +105,7 @@ run_printed() {
 }
 
 # check_flows NAME: the checks on the printed examples (order as stack.sh prints them).
+# shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check_flows() {
     local uid cid
     uid=$(demo DEMO_USER_ID)
@@ -136,11 +137,13 @@ check "" "stack.sh up: every service is up" scripts/stack.sh status
 check "" "secrets.env and demo.env are mode 600" \
     test "$(stat -c %a "$STACK/secrets.env") $(stat -c %a "$STACK/demo.env")" = "600 600"
 # secrets.env holds only generated secrets (DB, Redis, admin and internal tokens); none is printed.
+# shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check "" "no generated infrastructure secret is printed" \
     bash -c 'sed -n "s/^[A-Z_]*=//p" "$1" | grep -qvxF "" && ! grep -qF -f <(sed -n "s/^[A-Z_]*=//p" "$1") "$2"' _ \
     "$STACK/secrets.env" "$LOGS/up1.log"
 db_password=$(sed -n 's/^DB_PASSWORD=//p' "$STACK/secrets.env")
 # Constants are normalised away in pg_stat_statements, so this query does not store the password.
+# shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check "" "pg_stat_statements works for the quantaid role and holds no password" \
     bash -c 'PGPASSWORD=$1 psql -X -At -h 127.0.0.1 -p "$2" -U quantaid -d quantaid -v ON_ERROR_STOP=1 \
         <<<"SELECT count(*) FROM pg_stat_statements WHERE strpos(query, '\''$1'\'') > 0" | grep -qx 0' \
@@ -148,6 +151,7 @@ check "" "pg_stat_statements works for the quantaid role and holds no password" 
 run_printed "$LOGS/up1.log" first
 check_flows first
 first_session=$(cat "$RUN/1.out")
+# shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check "" "the OAuth metadata names the URL clients are told to use" \
     bash -c 'curl -fsS "$1/.well-known/oauth-authorization-server" | jq -e --arg u "$1" ".token_endpoint == (\$u + \"/oauth/token\")"' \
     _ "$CLIENT_URL"
@@ -165,6 +169,7 @@ check "" "stack.sh down stops every service" bash -c '! scripts/stack.sh status'
 scripts/stack.sh up >"$LOGS/up3.log" 2>&1 || { cat "$LOGS/up3.log"; echo "smoke: second 'scripts/stack.sh up' failed"; exit 1; }
 check "" "up after down prints the same demo credentials" \
     diff <(sed -n '/^Demo user/,$p' "$LOGS/up1.log") <(sed -n '/^Demo user/,$p' "$LOGS/up3.log")
+# shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check "" "a session from before the restart is still valid" \
     bash -c 'curl -fsS "$1/v1/auth/session" -H "Authorization: Bearer $2" | jq -e --arg u "$3" ".user_id == \$u"' _ \
     "$CLIENT_URL" "$first_session" "$(demo DEMO_USER_ID)"

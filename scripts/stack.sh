@@ -114,7 +114,7 @@ PROXY_BIN=$TARGET_DIR/release/quantaid-proxy
 if [ -n "${QUANTAID_PG_BIN:-}" ]; then
     PG_BIN=$QUANTAID_PG_BIN
 else
-    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    PG_BIN=$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1 || true)
 fi
 
 # setting NAME DEFAULT: the environment wins, then the last `up`, then the default. While
@@ -221,7 +221,7 @@ start_postgres() {
     if running_postgres; then
         say "postgres: already running on 127.0.0.1:$PG_PORT"
     else
-        [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] \
+        { [ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ]; } \
             || die "PostgreSQL server binaries not found (set QUANTAID_PG_BIN or run scripts/setup.sh)"
         if port_open 127.0.0.1 "$PG_PORT"; then
             die "port $PG_PORT is already in use; pick another with QUANTAID_PG_PORT=<port>"
@@ -355,6 +355,7 @@ build_binaries() {
 # backend_exec ARGS...: runs the backend binary with the stack's configuration. Secrets go
 # through the environment of this subshell only, never through a command line.
 backend_exec() {
+    # shellcheck disable=SC2030 # the subshell keeps these settings to the one process it starts
     (
         export DB_HOST=127.0.0.1 QUANTAID_DB_PORT=$PG_PORT QUANTAID_DB_USER=quantaid QUANTAID_DB_NAME=quantaid
         export DB_PASSWORD QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN
@@ -392,7 +393,7 @@ await_ready() {
         sleep 0.1
     done
     tail -n 30 "$log" >&2
-    pid_alive "$pidfile" "$process" && stop_pid "$pidfile" "$process" 15 || true
+    if pid_alive "$pidfile" "$process"; then stop_pid "$pidfile" "$process" 15 || true; fi
     die "the $name did not become ready at $url/ready (log: $log)"
 }
 
@@ -409,6 +410,7 @@ start_backend() {
     rm -f "$BACKEND_PID"
     # A session of its own (setsid) and nohup: it outlives this script and the terminal.
     # The inner shell records its pid, which `exec` hands on to the backend.
+    # shellcheck disable=SC2016 # $$, $0 and $@ are the inner sh's
     backend_exec setsid sh -c 'echo $$ >"$0"; exec nohup "$@" serve' "$BACKEND_PID" "$BACKEND_BIN" \
         >>"$BACKEND_LOG" 2>&1 </dev/null &
     await_ready backend "$BACKEND_PID" quantaid-backend "$BACKEND_LOG" "$BACKEND_URL" ready 600
@@ -434,11 +436,14 @@ start_proxy() {
     [ -x "$PROXY_BIN" ] || die "$PROXY_BIN is missing (the build step should have made it)"
     ports_free "QUANTAID_PROXY_LISTEN_ADDR / QUANTAID_PROXY_METRICS_ADDR" "$PROXY_LISTEN_ADDR" "$PROXY_METRICS_ADDR"
     rm -f "$PROXY_PID"
+    # shellcheck disable=SC2030,SC2031 # the subshell keeps these settings to the one process it starts
     (
-        export QUANTAID_BACKEND_ADDR=$(client_hostport "$LISTEN_ADDR")
+        QUANTAID_BACKEND_ADDR=$(client_hostport "$LISTEN_ADDR")
+        export QUANTAID_BACKEND_ADDR
         export QUANTAID_PROXY_LISTEN_ADDR=$PROXY_LISTEN_ADDR QUANTAID_PROXY_METRICS_ADDR=$PROXY_METRICS_ADDR
         export REDIS_HOST=127.0.0.1:$REDIS_PORT REDIS_PASSWORD
         export QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN
+        # shellcheck disable=SC2016 # $$, $0 and $1 are the inner sh's
         exec setsid sh -c 'echo $$ >"$0"; exec nohup "$1"' "$PROXY_PID" "$PROXY_BIN" >>"$PROXY_LOG" 2>&1 </dev/null
     ) &
     await_ready proxy "$PROXY_PID" quantaid-proxy "$PROXY_LOG" "$PROXY_URL" proxy_ready 300

@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/run.sh
 # db-latency: every PostgreSQL round trip of the backend gets +500 ms (a Toxiproxy latency
 # toxic between the backend and PostgreSQL) in the middle of the load, then the toxic is
 # removed.

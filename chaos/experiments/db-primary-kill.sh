@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/run.sh
 # db-primary-kill: PostgreSQL primary + streaming replica; SIGKILL the primary (postmaster
 # and every server process, as a host crash), then promote the replica, as a failover
 # manager would. The backend lists both servers (DB_HOST with target_session_attrs=read-write)

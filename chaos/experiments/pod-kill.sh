@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/run.sh
 # pod-kill: two pods, each a sidecar pair (caching proxy + identity backend on its own
 # ports; both pods share PostgreSQL and Redis), behind HAProxy (chaos/haproxy/quantaid.cfg:
 # health checks on /ready, retries on another pod for requests safe to replay). SIGKILL one

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by chaos/run.sh, whose library (chaos/lib) and verdict read the EXPERIMENT_SUMMARY and CHAOS_* set here
 # redis-backend-cut: only the backend loses Redis (a Toxiproxy link between the backend
 # and Redis is cut, live connections dropped); the proxies keep theirs and keep serving
 # their entries. The revocation invariant must hold: a revocation the backend cannot

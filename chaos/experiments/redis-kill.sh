@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by chaos/run.sh, whose library (chaos/lib) and verdict read the EXPERIMENT_SUMMARY and CHAOS_* set here
 # redis-kill: SIGKILL the Redis both proxies cache in (and the backend writes revocation
 # markers to) in the middle of steady load, restart it empty after a while.
 # Goals (docs/chaos.md): no failed request; lookups stay fast while the proxies fall back

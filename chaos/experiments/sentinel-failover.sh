@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by chaos/run.sh, whose library (chaos/lib) and verdict read the EXPERIMENT_SUMMARY and CHAOS_* set here
 # sentinel-failover: a Redis primary, one replica and three redis-sentinel processes;
 # both sidecars find the master through Sentinel (QUANTAID_REDIS_SENTINELS). The primary
 # is SIGKILLed under load, Sentinel promotes the replica, the old primary comes back
@@ -127,7 +128,7 @@ experiment_run() {
     chaos_expect "'active' answers for revoked credentials" "$(chaos_metric stale_active)" '==' 0
     chaos_expect "revocations checked on every replica" "$(chaos_metric revocations)" '>' 0
     if [ -n "$promoted_ms" ]; then
-        chaos_note "Sentinel promoted the replica $(((promoted_ms - killed_ms)))ms after the kill"
+        chaos_note "Sentinel promoted the replica $((promoted_ms - killed_ms))ms after the kill"
     else
         chaos_note "Sentinel did not promote the replica within $down s"
     fi

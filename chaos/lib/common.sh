@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/run.sh
 # The chaos experiments' shared library: processes, ports, the QuantaID topology, the
 # load, and the verdict. chaos/run.sh sources this file (which sources the rest of
 # chaos/lib/) in each experiment's own shell; the contract at the top of chaos/run.sh
@@ -120,7 +121,7 @@ chaos_secrets() {
 
 # ---------------------------------------------------------------------------- postgres
 
-PG_BIN=${QUANTAID_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
+PG_BIN=${QUANTAID_PG_BIN:-$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)}
 
 # PostgreSQL refuses to run as root: its tools run as the `postgres` system user then.
 pg_as() { if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
@@ -231,6 +232,7 @@ chaos_redis_wait() {
 chaos_backend_start() {
     local name=$1 api=$2 metrics=$3
     shift 3
+    # shellcheck disable=SC2030,SC2031 # the subshell keeps these settings to the one process it starts
     (
         export DB_HOST=127.0.0.1 QUANTAID_DB_PORT=${CHAOS_PG_PORT:-} QUANTAID_DB_USER=quantaid QUANTAID_DB_NAME=quantaid
         export DB_PASSWORD REDIS_PASSWORD REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-}
@@ -249,6 +251,7 @@ chaos_backend_start() {
 chaos_proxy_start() {
     local name=$1 port=$2 metrics=$3 backend=$4
     shift 4
+    # shellcheck disable=SC2030,SC2031 # the subshell keeps these settings to the one process it starts
     (
         export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$metrics
         export QUANTAID_BACKEND_ADDR=$backend REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-} REDIS_PASSWORD

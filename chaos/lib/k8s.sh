@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/lib/common.sh
 # --k8s mode: the same experiments and verdicts against a real cluster, where faults are
 # injected with kubectl instead of signals to local processes (docs/chaos.md, "On
 # Kubernetes"). It cannot run on the CI machine (no cluster); keep it thin. Sourced by
@@ -16,6 +17,7 @@ K8S_NS=${CHAOS_K8S_NAMESPACE:-quantaid}
 kube() { kubectl --namespace "$K8S_NS" "$@"; }
 
 # chaos_k8s_setup: checks kubectl and the settings; sets CHAOS_TARGETS and the admin token.
+# shellcheck disable=SC2034 # the experiments and chaos/lib/load.sh read CHAOS_TARGETS and ADMIN_TOKEN
 chaos_k8s_setup() {
     command -v kubectl >/dev/null || die "--k8s needs kubectl on PATH, pointed at the cluster"
     kube get pods >/dev/null || die "kubectl cannot list pods in namespace $K8S_NS"
@@ -42,6 +44,7 @@ chaos_k8s_wait_ready() {
 chaos_k8s_redis_cli() {
     local pod=$1
     shift
+    # shellcheck disable=SC2016 # $REDIS_PASSWORD is the pod's, expanded by the shell inside it
     kube exec "$pod" -- sh -c 'REDISCLI_AUTH=$REDIS_PASSWORD exec redis-cli --no-auth-warning "$@"' redis-cli "$@"
 }
 

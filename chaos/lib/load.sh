@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/lib/common.sh
 # Steady load during an experiment: quantaid-loadtest's `chaos` scenario (open model),
 # which also revokes tokens and sessions throughout and probes them on every target
 # (loadtest/README.md). Sourced by chaos/lib/common.sh.
@@ -11,8 +12,8 @@ chaos_load_start() {
     [ -n "${CHAOS_TARGETS:-}" ] || die "chaos_load_start: CHAOS_TARGETS is empty"
     : >"$CHAOS_WORK/events"
     rm -f "$CHAOS_WORK/load.started" "$CHAOS_WORK/load.rc"
-    local quick=()
-    [ "$CHAOS_QUICK" = 1 ] && quick=(--quick)
+    local quick_flag=()
+    [ "$CHAOS_QUICK" = 1 ] && quick_flag=(--quick)
     (
         # Secrets reach the generator through its environment only.
         export LOADTEST_BASE_URL=${CHAOS_TARGETS%%,*} LOADTEST_TARGETS=$CHAOS_TARGETS
@@ -23,8 +24,9 @@ chaos_load_start() {
         export LOADTEST_CHAOS_EVENTS=$CHAOS_WORK/events LOADTEST_CHAOS_READY=$CHAOS_WORK/load.started
         export LOADTEST_CHAOS_JSON=$CHAOS_REPORT/chaos.json
         export LOADTEST_CONDITIONS="chaos experiment $CHAOS_NAME${CHAOS_CONDITIONS:+; $CHAOS_CONDITIONS}"
+        # shellcheck disable=SC2016 # $0, $@ and $LOADTEST_CHAOS_READY belong to the inner sh
         chaos_spawn load sh -c '"$0" chaos "$@"; echo $? >"$LOADTEST_CHAOS_READY.rc"' \
-            "$BIN_DIR/quantaid-loadtest" "${quick[@]}" --out "$CHAOS_REPORT"
+            "$BIN_DIR/quantaid-loadtest" "${quick_flag[@]}" --out "$CHAOS_REPORT"
     )
     for ((i = 0; i < 1800; i++)); do
         [ -f "$CHAOS_WORK/load.started" ] && { say "load: $rate/s for $secs s against $CHAOS_TARGETS"; return 0; }

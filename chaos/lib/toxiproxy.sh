@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/lib/common.sh
 # Toxiproxy (github.com/Shopify/toxiproxy): a TCP proxy whose links can be slowed or cut
 # through its HTTP API. Built once with `go install` and cached outside the clone.
 # Sourced by chaos/lib/common.sh; the functions are listed in chaos/run.sh's contract.
@@ -22,7 +23,7 @@ chaos_toxiproxy_install() {
         nice -n 10 go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" \
         "github.com/Shopify/toxiproxy/v2/cmd/cli@$TOXIPROXY_VERSION" \
         || die "go install of Toxiproxy failed"
-    [ -x "$TOXIPROXY_BIN" ] && [ -x "$TOXIPROXY_CLI" ] || die "go install did not produce $TOXIPROXY_BIN and $TOXIPROXY_CLI"
+    { [ -x "$TOXIPROXY_BIN" ] && [ -x "$TOXIPROXY_CLI" ]; } || die "go install did not produce $TOXIPROXY_BIN and $TOXIPROXY_CLI"
 }
 
 # chaos_toxiproxy_start: a Toxiproxy server on a free port (TOXIPROXY_URL).

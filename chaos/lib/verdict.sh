@@ -1,3 +1,4 @@
+# shellcheck shell=bash # sourced by chaos/lib/common.sh
 # The verdict: goals checked against the numbers the load measured (chaos.json) or the
 # experiment observed. The same code serves local and --k8s runs. Sourced by
 # chaos/lib/common.sh.
@@ -37,6 +38,7 @@ chaos_verdict_write() {
     local rc=$1 verdict=PASSED
     if [ "$rc" -ne 0 ] || [ -f "$CHAOS_WORK/failed" ] || [ ! -s "$CHAOS_WORK/verdict.rows" ]; then verdict=FAILED; fi
     {
+        # shellcheck disable=SC2016 # the backticks are Markdown, printed as they are
         printf '# Chaos experiment `%s`%s: %s\n\n' "$CHAOS_NAME" "$([ "$CHAOS_QUICK" = 1 ] && echo ' (quick)')" "$verdict"
         printf '%s\n\n' "${EXPERIMENT_SUMMARY:-}"
         printf 'Run %s on %s.\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc) cores shared by every process of the experiment and the load generator"

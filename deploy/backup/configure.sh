@@ -51,7 +51,7 @@ lock_path=${QUANTAID_BACKUP_LOCK_PATH:-/tmp/pgbackrest}
 # read as part of the substitution.
 for v in "$QUANTAID_BACKUP_S3_BUCKET" "$QUANTAID_BACKUP_S3_ENDPOINT" "$QUANTAID_BACKUP_S3_REGION" \
     "$QUANTAID_BACKUP_PG_DATA" "${QUANTAID_BACKUP_REPO_PATH:-}" "$log_path" "$lock_path"; do
-    case $v in *$'\n'* | *@* | *'|'* | *'&'* | *'\'*) die "a setting contains a newline or one of @ | & \\: '$v'" ;; esac
+    case $v in *$'\n'* | *@* | *'|'* | *'&'* | *\\*) die "a setting contains a newline or one of @ | & \\: '$v'" ;; esac
 done
 
 template=$(dirname "${BASH_SOURCE[0]}")/pgbackrest.conf.template

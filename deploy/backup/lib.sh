@@ -24,7 +24,7 @@ PG_OS_USER=${QUANTAID_BACKUP_PG_OS_USER:-postgres}
 
 if [ -n "${QUANTAID_PG_BIN:-}" ]; then
     PG_BIN=$QUANTAID_PG_BIN
-elif PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1) && [ -n "$PG_BIN" ]; then
+elif PG_BIN=$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1) && [ -n "$PG_BIN" ]; then
     :
 else
     PG_BIN=$(dirname "$(command -v pg_dump 2>/dev/null || echo /usr/bin/pg_dump)")
@@ -146,7 +146,7 @@ s3_url() {
     bucket=$(opt repo1-s3-bucket)
     port=$(opt repo1-storage-port)
     style=$(opt repo1-s3-uri-style)
-    [ -n "$endpoint" ] && [ -n "$bucket" ] || die "repo1-s3-endpoint and repo1-s3-bucket must be set (config or PGBACKREST_REPO1_S3_*)"
+    { [ -n "$endpoint" ] && [ -n "$bucket" ]; } || die "repo1-s3-endpoint and repo1-s3-bucket must be set (config or PGBACKREST_REPO1_S3_*)"
     host=$endpoint
     [ -z "$port" ] || host=$host:$port
     if [ "${style:-host}" = path ]; then
@@ -173,7 +173,7 @@ s3() {
     key=$(opt repo1-s3-key)
     secret=$(opt repo1-s3-key-secret)
     ca=$(opt repo1-storage-ca-file)
-    [ -n "$key" ] && [ -n "$secret" ] || die "the S3 credentials (repo1-s3-key, repo1-s3-key-secret) are not set"
+    { [ -n "$key" ] && [ -n "$secret" ]; } || die "the S3 credentials (repo1-s3-key, repo1-s3-key-secret) are not set"
     local tls=()
     [ -z "$ca" ] || tls=(--cacert "$ca")
     curl -sS --fail-with-body --max-time "${QUANTAID_BACKUP_S3_TIMEOUT:-600}" --retry 2 \
@@ -248,7 +248,7 @@ tl_begins() {
     [ "$tl" -gt 1 ] || return 0
     hist=$(pgbr repo-get "archive/$STANZA/$id/$(printf '%08X' "$tl").history") || return 1
     while read -r parent lsn _; do
-        [[ $parent =~ ^[0-9]+$ ]] && [[ $lsn =~ ^[0-9A-F]+/[0-9A-F]+$ ]] || continue
+        [[ $parent =~ ^[0-9]+$ && $lsn =~ ^[0-9A-F]+/[0-9A-F]+$ ]] || continue
         parents+=("$parent")
         begins+=($(((16#${lsn%/*}) * 256 + (16#${lsn#*/}) / 16777216)))
     done <<<"$hist"

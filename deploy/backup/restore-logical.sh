@@ -37,7 +37,7 @@ if [ "$LIST" = yes ]; then
     s3_list "$(logical_prefix)" | grep -E "$pattern" | sed 's/\.sha256$//' || die "no logical dump of $SOURCE_DB"
     exit 0
 fi
-[ -n "$DUMP" ] && [ -n "$TARGET_DB" ] || die "--dump <key|latest> and --dbname <database> are required"
+{ [ -n "$DUMP" ] && [ -n "$TARGET_DB" ]; } || die "--dump <key|latest> and --dbname <database> are required"
 
 if [ "$DUMP" = latest ]; then
     DUMP=$(s3_list "$(logical_prefix)" | grep -E "$pattern" | tail -n 1 || true)

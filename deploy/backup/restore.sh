@@ -131,7 +131,9 @@ fail() {
 
 # show_log_errors: the server's own reason, when recovery failed.
 show_log_errors() {
-    [ -r "$PG_LOG" ] && grep -E 'FATAL|PANIC|ERROR' "$PG_LOG" | tail -n 5 | sed 's/^/  postgres: /' >&2 || true
+    if [ -r "$PG_LOG" ]; then
+        grep -E 'FATAL|PANIC|ERROR' "$PG_LOG" | tail -n 5 | sed 's/^/  postgres: /' >&2 || true
+    fi
 }
 
 if [ ! -d "$DATA" ]; then

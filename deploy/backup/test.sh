@@ -134,8 +134,8 @@ cleanup() {
     if [ -f "$STACK/postgres/data/postmaster.pid" ]; then
         runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STACK/postgres/data" -m immediate stop >/dev/null 2>&1 || true
     fi
-    [ -f "$WORK/haproxy.pid" ] && kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true
-    [ -n "${S3S_PID:-}" ] && kill "$S3S_PID" 2>/dev/null || true
+    if [ -f "$WORK/haproxy.pid" ]; then kill "$(cat "$WORK/haproxy.pid")" 2>/dev/null || true; fi
+    if [ -n "${S3S_PID:-}" ]; then kill "$S3S_PID" 2>/dev/null || true; fi
     wait 2>/dev/null || true
     rm -rf "$WORK"
     printf '\nbackup tests: %d passed, %d failed (%d s)\n' "$pass" "$fail" "$(($(date +%s) - t_start))"
@@ -145,7 +145,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+PG_BIN=$(find -L /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d | sort -V | tail -n 1)
 
 # ---------------------------------------------------------------------------- S3 behind TLS
 
@@ -340,6 +340,7 @@ check "a session from before the backup still works (through the proxy)" test "$
 check "a client token from before the backup is still active" \
     test "$(introspect_active "$OLD_TOKEN" "$OLD_CLIENT" "$OLD_CLIENT_SECRET")" = true
 check "new logins work on the restored database" test -n "$(login drill-3)"
+# shellcheck disable=SC2016 # $2 is awk's field, not the shell's
 check "the full backup's last-success metric is a recent timestamp" \
     awk -v now="$(date +%s)" '/^quantaid_backup_last_success_timestamp_seconds\{kind="full"\}/ { found = 1; ok = ($2 > now - 600 && $2 <= now) } END { exit !(found && ok) }' \
     "$QUANTAID_BACKUP_TEXTFILE_DIR/quantaid_backup_last_success_timestamp_seconds_full.prom"

@@ -150,8 +150,9 @@ otlp_port=$(first_free_port 24318)
 PIDS+=($!)
 wait_http "http://127.0.0.1:$otlp_port/health" 30
 export QUANTAID_STACK_DIR=$STACK
-export QUANTAID_PG_PORT=$(first_free_port 24432)
-export QUANTAID_REDIS_PORT=$(first_free_port 24379)
+QUANTAID_PG_PORT=$(first_free_port 24432)
+QUANTAID_REDIS_PORT=$(first_free_port 24379)
+export QUANTAID_PG_PORT QUANTAID_REDIS_PORT
 backend_port=$(first_free_port 24081) backend_metrics=$(first_free_port 24091)
 proxy_port=$(first_free_port 24080) proxy_metrics=$(first_free_port 24090)
 export QUANTAID_LISTEN_ADDR=127.0.0.1:$backend_port QUANTAID_METRICS_ADDR=127.0.0.1:$backend_metrics
@@ -190,6 +191,7 @@ wait_http "http://127.0.0.1:$prom_port/-/ready" 60
 say "live: ${LOAD_SECONDS} s of load through the proxy, Redis restarted in the middle"
 (
     set -a
+    # shellcheck source=/dev/null # written by `scripts/stack.sh up` at run time
     . "$STACK/secrets.env"
     set +a
     export QUANTAID_URL=http://127.0.0.1:$proxy_port

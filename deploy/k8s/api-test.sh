@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154 # $here, $chart, $work and $repo are deploy/k8s/test.sh's
 # Sourced by deploy/k8s/test.sh with KUBECONFIG pointing at the loopback control plane
 # (deploy/k8s/cluster.sh). Uses test.sh's check/ok/not_ok, $work, $chart, $here, $repo.
 # kwok plays the kubelet: pods are scheduled and reported Running and Ready, no container runs.
@@ -78,14 +79,14 @@ check "the generated passwords and tokens survived the upgrade (lookup)" \
   bash -c "[[ \"\$(kubectl -n $ns get secret quantaid -o jsonpath='{.data}' | sha256sum)\" == '$secret_before' ]]"
 
 # Voluntary disruption: with one pod unready the PDB refuses to evict another.
-pods=($(k get pods -l app.kubernetes.io/instance=quantaid -o jsonpath='{.items[*].metadata.name}'))
+read -r -a pods <<<"$(k get pods -l app.kubernetes.io/instance=quantaid -o jsonpath='{.items[*].metadata.name}')"
 set_ready() { k patch pod "$1" --subresource=status --type=strategic -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"$2\"}]}}" >/dev/null; }
 evict() {
   printf '{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"%s","namespace":"%s"}}' "$1" "$ns" >"$work/eviction.json"
   kubectl create --raw "/api/v1/namespaces/$ns/pods/$1/eviction" -f "$work/eviction.json"
 }
 pdb_allows() { [[ $(pdb_allowed) == "$1" ]]; }
-eviction_refused() { ! evict "$1" 2>"$work/err" && grep -qi 'disruption budget' "$work/err" || { cat "$work/err"; return 1; }; }
+eviction_refused() { { ! evict "$1" 2>"$work/err" && grep -qi 'disruption budget' "$work/err"; } || { cat "$work/err"; return 1; }; }
 running_without() { [[ $(k get pods -l app.kubernetes.io/instance=quantaid --field-selector=status.phase=Running -o name | grep -vc "/$1\$") == 3 ]]; }
 eviction_granted() { evict "$1" >/dev/null && until_true 90 running_without "$1"; }
 set_ready "${pods[0]}" False

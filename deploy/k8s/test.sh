@@ -95,7 +95,7 @@ done
 check "policies accept the baseline fixture the bad ones are made from" conftest test --no-color --policy "$here/policy" "$here/policy/good/deployment.yaml"
 # refused_by_policy FILE TEXT: conftest fails on FILE and says TEXT.
 refused_by_policy() {
-  ! conftest test --no-color --policy "$here/policy" "$1" >"$work/p.out" 2>&1 && grep -qF -- "$2" "$work/p.out" || { cat "$work/p.out"; return 1; }
+  { ! conftest test --no-color --policy "$here/policy" "$1" >"$work/p.out" 2>&1 && grep -qF -- "$2" "$work/p.out"; } || { cat "$work/p.out"; return 1; }
 }
 for f in "$here"/policy/bad/*.yaml; do
   expect=$(sed -n 's/^# expect: //p' "$f")
@@ -127,7 +127,7 @@ grep -h '^  - it:' "$chart"/tests/*_test.yaml | sed 's/^  - it: /       · /'
 section "6. the chart rejects bad values with a clear message"
 # rejected HELM FILE TEXT: rendering with values FILE fails and the error says TEXT.
 rejected() {
-  ! "$1" template --kube-version v1.37.2 quantaid "$chart" -f "$2" >/dev/null 2>"$work/err" && grep -qF -- "$3" "$work/err" || { cat "$work/err"; return 1; }
+  { ! "$1" template --kube-version v1.37.2 quantaid "$chart" -f "$2" >/dev/null 2>"$work/err" && grep -qF -- "$3" "$work/err"; } || { cat "$work/err"; return 1; }
 }
 for f in "$here"/bad-values/*.yaml; do
   expect=$(sed -n 's/^# expect: //p' "$f")
@@ -137,8 +137,11 @@ done
 
 # ---------------------------------------------------------------------------------------
 section "7. container image"
-"$repo/deploy/docker/build-local.sh" --check >"$work/image.log" 2>&1 && ok "image built with buildah and inspected (user, entrypoint, no shell, binaries run)" \
-  || not_ok "image built with buildah and inspected" "$work/image.log"
+if "$repo/deploy/docker/build-local.sh" --check >"$work/image.log" 2>&1; then
+  ok "image built with buildah and inspected (user, entrypoint, no shell, binaries run)"
+else
+  not_ok "image built with buildah and inspected" "$work/image.log"
+fi
 grep '^image:' "$work/image.log" | sed 's/^/       /'
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 //! QuantaID identity backend: the system of record behind the caching proxy.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -68,7 +71,7 @@ pub async fn run(
     if config.db.migrate_on_start {
         migrate(&config).await?;
     }
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().context("registering the metrics")?);
     let db = Db::connect(&config.db, metrics.clone()).await?;
     let passwords = PasswordHasher::new(
         &config.argon2,

@@ -1,5 +1,8 @@
 //! `quantaid-backend [serve|migrate]`: parses config and calls the library.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use anyhow::Context;
 use quantaid_backend::config::Config;
 use quantaid_backend::http::listen;

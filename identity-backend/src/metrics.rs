@@ -37,90 +37,88 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// Fails only if a metric were invalid or registered twice.
+    pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-            r.register(Box::new(c.clone())).expect("metric names are unique");
-            c
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> prometheus::Result<T> {
+            r.register(Box::new(c.clone()))?;
+            Ok(c)
         }
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(&registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
+            reg(&registry, IntCounterVec::new(Opts::new(name, help), labels)?)
         };
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-            reg(&registry, HistogramVec::new(opts, labels).expect("valid histogram"))
+            reg(&registry, HistogramVec::new(opts, labels)?)
         };
-        registry.register(Box::new(ProcessCollector::new())).expect("metric names are unique");
-        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).expect("valid gauge"));
+        registry.register(Box::new(ProcessCollector::new()?))?;
+        let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help)?);
         let metrics = Metrics {
             http_requests: counter(
                 "quantaid_http_requests_total",
                 "HTTP requests by method, route template and status.",
                 &["method", "path", "status"],
-            ),
+            )?,
             http_duration: histogram(
                 "quantaid_http_request_duration_seconds",
                 "HTTP request latency by method and route template.",
                 &["method", "path"],
-            ),
+            )?,
             db_queries: counter("quantaid_db_queries_total", "Database queries by query name and outcome.", &[
                 "query", "result",
-            ]),
+            ])?,
             db_query_duration: histogram(
                 "quantaid_db_query_duration_seconds",
                 "Database query latency by query name.",
                 &["query"],
-            ),
+            )?,
             db_pool_connections: reg(
                 &registry,
                 IntGaugeVec::new(
                     Opts::new("quantaid_db_pool_connections", "Database pool connections by state (idle, in_use, max)."),
                     &["state"],
-                )
-                .expect("valid gauge"),
-            ),
+                )?,
+            )?,
             db_pool_wait_timeouts: reg(
                 &registry,
                 IntCounter::new(
                     "quantaid_db_pool_wait_timeouts_total",
                     "Requests answered 503 because no database connection was free in time.",
-                )
-                .expect("valid counter"),
-            ),
+                )?,
+            )?,
             tokens_issued: counter("quantaid_oauth_tokens_issued_total", "OAuth tokens issued by grant type.", &[
                 "grant_type",
-            ]),
+            ])?,
             mfa_verifications: counter(
                 "quantaid_mfa_verifications_total",
                 "TOTP verifications by result (success, failure).",
                 &["result"],
-            ),
+            )?,
             logins: counter(
                 "quantaid_logins_total",
                 "Password logins by result (success, mfa_required, failure, throttled).",
                 &["result"],
-            ),
+            )?,
             password_hash_rejections: reg(
                 &registry,
                 IntCounter::new(
                     "quantaid_password_hash_rejections_total",
                     "Password hash/verify requests refused with 503 because the hashing queue was full.",
-                )
-                .expect("valid counter"),
-            ),
+                )?,
+            )?,
             cache_invalidations: counter(
                 "quantaid_cache_invalidations_total",
                 "Revocation markers for the proxy cache, by result (published, deferred to the outbox).",
                 &["result"],
-            ),
+            )?,
             sessions_active: gauge(
                 "quantaid_sessions_active",
                 "Sessions neither revoked nor expired, counted in PostgreSQL every 30 s (the same value on every replica).",
-            ),
+            )?,
             invalidations_pending: gauge(
                 "quantaid_cache_invalidations_pending",
                 "Revocation markers waiting in the cache_invalidations outbox for Redis, counted every 30 s.",
-            ),
+            )?,
             registry,
         };
         // Every series of a fixed label set exists from the start, at 0, so rates and
@@ -137,7 +135,7 @@ impl Metrics {
         for result in ["published", "deferred"] {
             metrics.cache_invalidations.with_label_values(&[result]);
         }
-        metrics
+        Ok(metrics)
     }
 
     /// Counts one answered request. `path` is the matched route template or
@@ -185,11 +183,5 @@ pub async fn sample_database_gauges(state: SharedState) {
             }
             Err(e) => tracing::debug!(error = %e, "database gauges not refreshed"),
         }
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

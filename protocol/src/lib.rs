@@ -3,6 +3,9 @@
 //! that no cache serves a revoked credential (docs/design.md, invariants 1–4), and the log
 //! and trace format both sidecars share.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod access;
 pub mod cache;
 pub mod credential;

@@ -9,6 +9,7 @@
 
 use std::fs;
 
+use nix::unistd::SysconfVar;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Counter, IntGauge, Opts};
@@ -26,32 +27,31 @@ pub struct ProcessCollector {
 }
 
 impl ProcessCollector {
-    pub fn new() -> Self {
-        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help)).expect("valid gauge");
-        let cpu_seconds = Counter::with_opts(Opts::new(
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-        ))
-        .expect("valid counter");
+    /// Fails only if a metric name or help text were invalid.
+    pub fn new() -> prometheus::Result<Self> {
+        let gauge = |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help));
         let collector = ProcessCollector {
             descs: Vec::new(),
-            cpu_seconds,
-            resident_memory: gauge("process_resident_memory_bytes", "Resident memory size in bytes."),
-            virtual_memory: gauge("process_virtual_memory_bytes", "Virtual memory size in bytes."),
-            open_fds: gauge("process_open_fds", "Number of open file descriptors."),
-            max_fds: gauge("process_max_fds", "Maximum number of open file descriptors."),
-            threads: gauge("process_threads", "Number of OS threads in the process."),
+            cpu_seconds: Counter::with_opts(Opts::new(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds.",
+            ))?,
+            resident_memory: gauge("process_resident_memory_bytes", "Resident memory size in bytes.")?,
+            virtual_memory: gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.")?,
+            open_fds: gauge("process_open_fds", "Number of open file descriptors.")?,
+            max_fds: gauge("process_max_fds", "Maximum number of open file descriptors.")?,
+            threads: gauge("process_threads", "Number of OS threads in the process.")?,
             start_time: gauge(
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
-            ),
+            )?,
             memory_limit: gauge(
                 "quantaid_memory_limit_bytes",
                 "Memory this process may use: its cgroup's limit (the container's memory limit), or the machine's memory when there is none.",
-            ),
+            )?,
         };
         let descs = collector.parts().iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
-        ProcessCollector { descs, ..collector }
+        Ok(ProcessCollector { descs, ..collector })
     }
 
     fn parts(&self) -> [&dyn Collector; 8] {
@@ -69,10 +69,10 @@ impl ProcessCollector {
 
     /// Reads the current values; anything unreadable keeps its last value.
     fn sample(&self) {
-        let page_size = sysconf(libc::_SC_PAGESIZE);
-        let ticks_per_second = sysconf(libc::_SC_CLK_TCK);
+        let page_size = sysconf(SysconfVar::PAGE_SIZE);
+        let ticks_per_second = sysconf(SysconfVar::CLK_TCK);
         if let Some(stat) = fs::read_to_string("/proc/self/stat").ok().as_deref().and_then(parse_stat) {
-            if ticks_per_second > 0 {
+            if let Some(ticks_per_second) = ticks_per_second {
                 let cpu = (stat.utime + stat.stime) as f64 / ticks_per_second as f64;
                 // The counter only goes up: add what was spent since the last scrape.
                 let delta = cpu - self.cpu_seconds.get();
@@ -85,7 +85,9 @@ impl ProcessCollector {
             }
             self.threads.set(stat.threads);
             self.virtual_memory.set(stat.vsize as i64);
-            self.resident_memory.set(stat.rss_pages * page_size);
+            if let Some(page_size) = page_size {
+                self.resident_memory.set(stat.rss_pages * page_size);
+            }
         }
         if let Ok(dir) = fs::read_dir("/proc/self/fd") {
             self.open_fds.set(dir.count() as i64);
@@ -96,12 +98,6 @@ impl ProcessCollector {
         if let Some(limit) = memory_limit() {
             self.memory_limit.set(limit);
         }
-    }
-}
-
-impl Default for ProcessCollector {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -116,11 +112,11 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// A positive system limit, or `None` when the system does not know it.
 // `c_long` is `i64` here but `i32` on 32-bit targets, where the conversion is not a no-op.
 #[allow(clippy::useless_conversion)]
-fn sysconf(name: libc::c_int) -> i64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
-    i64::from(unsafe { libc::sysconf(name) })
+fn sysconf(var: SysconfVar) -> Option<i64> {
+    nix::unistd::sysconf(var).ok().flatten().map(i64::from).filter(|v| *v > 0)
 }
 
 struct Stat {
@@ -213,7 +209,7 @@ mod tests {
 
     #[test]
     fn collects_this_process() {
-        let c = ProcessCollector::new();
+        let c = ProcessCollector::new().unwrap();
         let mut text = Vec::new();
         prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &c.collect(), &mut text).unwrap();
         let text = String::from_utf8(text).unwrap();

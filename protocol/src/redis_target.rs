@@ -12,7 +12,7 @@ pub enum RedisTarget {
     /// A single Redis, by URL.
     Direct { url: String },
     /// The master Sentinel currently names.
-    Sentinel(SentinelTarget),
+    Sentinel(Box<SentinelTarget>),
 }
 
 pub struct SentinelTarget {
@@ -110,12 +110,12 @@ impl RedisTarget {
                 ..Default::default()
             }),
         };
-        Ok(RedisTarget::Sentinel(SentinelTarget {
+        Ok(RedisTarget::Sentinel(Box::new(SentinelTarget {
             sentinel: tokio::sync::Mutex::new(sentinel),
             master_name: s.master_name.trim().to_string(),
             node,
             sentinels: s.sentinels.to_string(),
-        }))
+        })))
     }
 
     /// Whether writes can be lost to a failover (a replica may be promoted): then the

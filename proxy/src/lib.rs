@@ -2,6 +2,9 @@
 //! answers "who is this token or session?" from Redis, says "not found" from a Bloom
 //! filter without a lookup, and never gives a wrong answer (docs/design.md, invariants 1–7).
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod backend;
 pub mod cache;
 pub mod config;
@@ -13,7 +16,7 @@ pub mod routes;
 pub mod service;
 pub mod singleflight;
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
 use pingora::proxy::http_proxy;
@@ -36,13 +39,17 @@ use crate::service::QuantaProxy;
 pub fn build_server(config: Config) -> anyhow::Result<Server> {
     let internal_token = config.internal_token.clone().context("QUANTAID_INTERNAL_TOKEN is required: the proxy uses it for the Bloom snapshot and forward-auth lookups")?;
     let config = Arc::new(config);
-    let mut conf = ServerConf::default();
-    conf.threads = config.threads;
-    conf.grace_period_seconds = Some(config.shutdown_grace.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(config.shutdown_grace.as_secs());
-    // Idle backend connections kept for reuse: enough for every client connection of a
-    // burst to find one, so that load does not turn into a storm of new connects.
-    conf.upstream_keepalive_pool_size = 1024;
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(config.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown_grace.as_secs()),
+        // Idle backend connections kept for reuse: enough for every client connection of a
+        // burst to find one, so that load does not turn into a storm of new connects.
+        upstream_keepalive_pool_size: 1024,
+        ..ServerConf::default()
+    };
+    // Registers every metric now, so that a defect in their definitions stops the start.
+    LazyLock::force(&metrics::METRICS);
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -1,6 +1,9 @@
 //! `quantaid-proxy`: parses config and runs the server until SIGTERM (graceful, with a
 //! short drain) or SIGINT (fast).
 
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use pingora::server::RunArgs;
 use quantaid_proxy::config::Config;
 

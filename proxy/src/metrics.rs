@@ -42,9 +42,15 @@ impl Metrics {
     }
 }
 
+/// The proxy's metrics, registered on first use (`build_server` forces that at start-up).
+// A static rather than state passed to every handler because pingora-prometheus serves
+// the default registry. Registering constant, distinct metric definitions can only fail
+// by a programming error, which every test that starts the proxy would hit: the
+// `expect`s below assert that invariant rather than handle a run-time condition.
+#[allow(clippy::expect_used)]
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let failed = "metric names are unique and valid";
-    prometheus::register(Box::new(ProcessCollector::new())).expect(failed);
+    prometheus::register(Box::new(ProcessCollector::new().expect(failed))).expect(failed);
     let metrics = Metrics {
         http_requests: register_int_counter_vec!(
             "quantaid_http_requests_total",

@@ -178,7 +178,7 @@ pub fn check_same_origin(method: &axum::http::Method, headers: &HeaderMap, trust
     match (text("origin"), text("sec-fetch-site")) {
         (Some(origin), _) => {
             let origin = origin.to_ascii_lowercase();
-            if trusted_origins.iter().any(|t| *t == origin) {
+            if trusted_origins.contains(&origin) {
                 Ok(())
             } else {
                 Err(refused())

@@ -202,7 +202,8 @@ async fn backend_calls_per_10k_forged_requests() {
     // the run lasts: the Bloom watermark does not reach those tokens meanwhile.
     let soon = chrono::Utc::now() + chrono::Duration::seconds(10);
     let pool: Vec<String> = (0..100).map(|_| token::generate(TokenKind::Access, soon)).collect();
-    let kinds: [(&str, Box<dyn Fn(usize) -> String + Send + Sync>); 4] = [
+    type MakeToken = Box<dyn Fn(usize) -> String + Send + Sync>;
+    let kinds: [(&str, MakeToken); 4] = [
         ("stamped now, 100 distinct, each sent 100 times", Box::new(move |i| pool[i % 100].clone())),
         ("stamped a year ahead, all distinct", Box::new(|_| token::generate(TokenKind::Access, chrono::Utc::now() + chrono::Duration::days(365)))),
         ("stamped 10 min ago, all distinct", Box::new(move |_| token::generate(TokenKind::Access, old))),
@@ -504,7 +505,7 @@ async fn malformed_client_authentication_is_answered_as_the_backend_answers_it()
     ];
     for (what, authorization, body) in cases {
         let mut answers = Vec::new();
-        for base in [stack.at(0, ""), stack.backend_url.clone()] {
+        for base in [stack.at(0, ""), stack.backend.url.clone()] {
             let mut request = stack.http.post(format!("{base}/oauth/introspect")).header("content-type", "application/x-www-form-urlencoded").body(body.clone());
             if let Some(a) = &authorization {
                 request = request.header("authorization", a);
