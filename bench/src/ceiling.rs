@@ -41,10 +41,8 @@ pub fn measure(threads: usize, warmup: Duration, duration: Duration) -> Sample {
                         }
                         // The same call the backend makes: a fresh salt, a PHC string out.
                         let salt = SaltString::generate(&mut OsRng);
-                        let result = argon2
-                            .hash_password(b"correct horse battery staple", &salt)
-                            .map(|_| ())
-                            .map_err(|e| format!("argon2: {e}"));
+                        let result =
+                            argon2.hash_password(b"correct horse battery staple", &salt).map(|_| ()).map_err(|e| format!("argon2: {e}"));
                         let done = Instant::now();
                         if started >= measure_from {
                             sample.record(done - started, result);

@@ -67,11 +67,19 @@ impl Sample {
 
     pub fn throughput(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 { self.requests as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.requests as f64 / secs
+        } else {
+            0.0
+        }
     }
 
     pub fn error_rate(&self) -> f64 {
-        if self.requests > 0 { self.errors as f64 / self.requests as f64 } else { 0.0 }
+        if self.requests > 0 {
+            self.errors as f64 / self.requests as f64
+        } else {
+            0.0
+        }
     }
 
     /// Latency at quantile `q` (0..=1), in milliseconds.
@@ -144,7 +152,11 @@ mod tests {
         let started = Instant::now();
         let sample = closed_loop(4, Duration::from_millis(50), Duration::from_millis(200), |n| async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if n % 10 == 0 { Err("status 503".to_string()) } else { Ok(()) }
+            if n % 10 == 0 {
+                Err("status 503".to_string())
+            } else {
+                Ok(())
+            }
         })
         .await;
         assert!(started.elapsed() < Duration::from_secs(2));

@@ -122,17 +122,11 @@ pub fn print(c: &Conditions, rows: &[Row], login_pct_of_ceiling: Option<f64>) {
     }
     println!();
     println!("CPU, in cores busy (of {}), averaged over warm-up and measurement:", c.cores);
-    println!(
-        "{:<22} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}",
-        "scenario", "machine", "backend", "postgres", "bench", "other", "steal"
-    );
+    println!("{:<22} {:>8} {:>8} {:>9} {:>7} {:>7} {:>7}", "scenario", "machine", "backend", "postgres", "bench", "other", "steal");
     for r in rows {
         let u = &r.cpu;
         let pg = u.postgres.map_or("n/a".to_string(), |p| format!("{p:.2}"));
-        println!(
-            "{:<22} {:>8.2} {:>8.2} {:>9} {:>7.2} {:>7.2} {:>7.2}",
-            r.scenario, u.machine, u.backend, pg, u.bench, u.other, u.steal
-        );
+        println!("{:<22} {:>8.2} {:>8.2} {:>9} {:>7.2} {:>7.2} {:>7.2}", r.scenario, u.machine, u.backend, pg, u.bench, u.other, u.steal);
     }
     println!();
     for r in rows {

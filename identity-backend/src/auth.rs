@@ -16,7 +16,6 @@ use crate::http::extract::check_same_origin;
 use crate::security::token::{self, TokenKind};
 use crate::SharedState;
 
-
 #[derive(Clone, Debug)]
 pub struct Session {
     pub id: Uuid,
@@ -146,9 +145,7 @@ pub fn require_recent_auth(state: &SharedState, session: &Session) -> ApiResult<
     if session.authenticated_at + max_age >= Utc::now() {
         return Ok(());
     }
-    Err(ApiError::Forbidden(
-        "re-authentication required: POST /v1/auth/reauthenticate with the password or a TOTP code, then retry",
-    ))
+    Err(ApiError::Forbidden("re-authentication required: POST /v1/auth/reauthenticate with the password or a TOTP code, then retry"))
 }
 
 /// Resolves the caller and requires admin rights (`403` for a valid non-admin).

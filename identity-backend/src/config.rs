@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use quantaid_protocol::cache;
-use quantaid_protocol::forwarded::{self, IpNet};
 use quantaid_protocol::env::Env;
+use quantaid_protocol::forwarded::{self, IpNet};
 use quantaid_protocol::redis_target::SentinelConfig;
 
 /// The Sentinel settings, if a sentinel list is given.
@@ -239,8 +239,12 @@ impl Config {
             header_read_timeout: env.millis(HEADER_READ_TIMEOUT_MS, "10000")?,
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "10")?,
             log_level: env.get(LOG_LEVEL, "info"),
-            redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
-                .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
+            redis_url: cache::redis_url(
+                &env.get(REDIS_HOST, "127.0.0.1:6379"),
+                env.raw(REDIS_PASSWORD).as_deref(),
+                &env.get(REDIS_DB, "0"),
+            )
+            .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
             redis_sentinel: redis_sentinel(&env)?,
             redis_wait_replicas: env.parse(REDIS_WAIT_REPLICAS, if env.raw(REDIS_SENTINELS).is_some() { "1" } else { "0" })?,
             redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bb8::{ManageConnection, PooledConnection, RunError};
+use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 
 use crate::config::DbConfig;
@@ -222,11 +222,7 @@ impl Conn<'_> {
     }
 
     /// Runs one database call with metrics and the client-side time bound.
-    async fn run<T>(
-        &self,
-        name: &'static str,
-        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-    ) -> ApiResult<T> {
+    async fn run<T>(&self, name: &'static str, work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>) -> ApiResult<T> {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.db.statement_bound, work).await;
         let m = &self.db.metrics;
@@ -269,12 +265,7 @@ impl Conn<'_> {
 
     /// For SQL assembled per request (the audit filters): planned with its real shape
     /// every time, so it is not cached.
-    pub async fn query_unprepared(
-        &self,
-        name: &'static str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> ApiResult<Vec<Row>> {
+    pub async fn query_unprepared(&self, name: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Vec<Row>> {
         self.run(name, self.conn.client.query(sql, params)).await
     }
 }

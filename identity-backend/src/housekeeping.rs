@@ -9,10 +9,8 @@ use crate::db::Query;
 use crate::throttle::DELETE_STALE;
 use crate::SharedState;
 
-const DELETE_DEAD_CHALLENGES: Query =
-    Query { name: "mfa_challenge_delete_dead", sql: "DELETE FROM mfa_challenges WHERE expires_at < $1" };
-const DELETE_DEAD_SESSIONS: Query =
-    Query { name: "session_delete_dead", sql: "DELETE FROM sessions WHERE expires_at < $1" };
+const DELETE_DEAD_CHALLENGES: Query = Query { name: "mfa_challenge_delete_dead", sql: "DELETE FROM mfa_challenges WHERE expires_at < $1" };
+const DELETE_DEAD_SESSIONS: Query = Query { name: "session_delete_dead", sql: "DELETE FROM sessions WHERE expires_at < $1" };
 const DELETE_DEAD_TOKENS: Query = Query {
     name: "token_delete_dead",
     sql: "DELETE FROM oauth_tokens WHERE expires_at < $1 AND (refresh_expires_at IS NULL OR refresh_expires_at < $1)",

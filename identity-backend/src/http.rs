@@ -100,9 +100,7 @@ pub fn api_router(state: SharedState) -> Router {
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) })
         // Inside `observe`, so that metrics and logs see the status the client gets.
         .layer(axum::middleware::from_fn(crate::invalidation::acknowledge_only_published))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))

@@ -29,8 +29,7 @@ fn require_internal(state: &SharedState, headers: &HeaderMap) -> ApiResult<()> {
 }
 
 const SNAPSHOT_TIME: &str = "SELECT (extract(epoch FROM now()) * 1000)::bigint";
-const LIVE_SESSIONS: &str =
-    "SELECT token_digest FROM sessions WHERE created_at >= $1 AND revoked_at IS NULL AND expires_at > now()";
+const LIVE_SESSIONS: &str = "SELECT token_digest FROM sessions WHERE created_at >= $1 AND revoked_at IS NULL AND expires_at > now()";
 const LIVE_TOKENS: &str = "SELECT access_token FROM oauth_tokens WHERE created_at >= $1 AND NOT revoked AND expires_at > now()
      UNION ALL
      SELECT refresh_token FROM oauth_tokens

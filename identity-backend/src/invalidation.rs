@@ -58,12 +58,9 @@ const OUTBOX_INSERT: Query = Query {
     name: "invalidation_outbox_insert",
     sql: "INSERT INTO cache_invalidations (kind, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
 };
-const OUTBOX_PENDING: Query = Query {
-    name: "invalidation_outbox_pending",
-    sql: "SELECT id, kind, key, value FROM cache_invalidations ORDER BY id LIMIT 500",
-};
-const OUTBOX_DELETE: Query =
-    Query { name: "invalidation_outbox_delete", sql: "DELETE FROM cache_invalidations WHERE id = ANY($1)" };
+const OUTBOX_PENDING: Query =
+    Query { name: "invalidation_outbox_pending", sql: "SELECT id, kind, key, value FROM cache_invalidations ORDER BY id LIMIT 500" };
+const OUTBOX_DELETE: Query = Query { name: "invalidation_outbox_delete", sql: "DELETE FROM cache_invalidations WHERE id = ANY($1)" };
 
 tokio::task_local! {
     /// Set for the current request when one of its invalidations went to the outbox
@@ -129,9 +126,7 @@ impl Invalidator {
         let mut slot = self.slot.lock().await;
         if slot.connection.is_none() {
             // A write may include WAIT, which takes up to one more timeout.
-            let config = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(self.timeout)
-                .set_response_timeout(self.timeout * 2);
+            let config = redis::AsyncConnectionConfig::new().set_connection_timeout(self.timeout).set_response_timeout(self.timeout * 2);
             let connect = async {
                 let (client, addr) = target.client(self.timeout).await?;
                 client.get_multiplexed_async_connection_with_config(&config).await.map(|c| (c, addr))
@@ -183,8 +178,7 @@ impl Invalidator {
         for item in items {
             match item {
                 Invalidation::Tombstone(key) => {
-                    pipe.set_options(key, TOMBSTONE, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl)))
-                        .ignore();
+                    pipe.set_options(key, TOMBSTONE, redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl))).ignore();
                 }
                 Invalidation::RevokedBefore { user_id, at_ms } => {
                     // Plain EVAL: a pipeline cannot recover from EVALSHA's NOSCRIPT, and
@@ -263,8 +257,7 @@ impl Invalidator {
             return Ok(());
         }
         let pending_ids: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
-        let mut all: Vec<Invalidation> =
-            pending.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
+        let mut all: Vec<Invalidation> = pending.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
         let drained = all.len();
         all.extend(items.iter().cloned());
         if self.write(&all).await {
@@ -298,8 +291,7 @@ impl Invalidator {
             return Ok(0);
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let items: Vec<Invalidation> =
-            rows.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
+        let items: Vec<Invalidation> = rows.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
         if !self.write(&items).await {
             return Ok(0);
         }

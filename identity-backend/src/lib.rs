@@ -52,8 +52,7 @@ pub type SharedState = Arc<AppState>;
 
 /// Applies pending migrations over a dedicated connection.
 pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
-    let (mut client, connection) =
-        db::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+    let (mut client, connection) = db::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
     let driver = tokio::spawn(connection);
     let applied = db::migrations::migrate(&mut client).await;
     drop(client);
@@ -81,18 +80,10 @@ pub async fn run(
     )?;
     let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
     let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
-    let redis = quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref())
-        .map_err(anyhow::Error::msg)?;
+    let redis =
+        quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
     let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis_timeout, config.cache_max_ttl);
-    let state = Arc::new(AppState {
-        config,
-        db,
-        passwords,
-        metrics,
-        admin_token_digest,
-        internal_token_digest,
-        invalidator,
-    });
+    let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest, internal_token_digest, invalidator });
 
     let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
     let outbox = tokio::spawn(invalidation::run_outbox(state.clone()));
@@ -109,8 +100,7 @@ pub async fn run(
     ));
     tracing::info!(addr = %api_listener.local_addr()?, "identity backend listening");
     let grace = state.config.shutdown_grace;
-    let api_server =
-        http::serve(api_listener, http::api_router(state.clone()), stopped(stop_rx), state.config.header_read_timeout);
+    let api_server = http::serve(api_listener, http::api_router(state.clone()), stopped(stop_rx), state.config.header_read_timeout);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");

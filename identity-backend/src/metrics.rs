@@ -5,10 +5,7 @@
 
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use quantaid_protocol::metrics::{method_label, status_label};
 use quantaid_protocol::process::ProcessCollector;
 
@@ -44,9 +41,7 @@ impl Metrics {
             r.register(Box::new(c.clone()))?;
             Ok(c)
         }
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            reg(&registry, IntCounterVec::new(Opts::new(name, help), labels)?)
-        };
+        let counter = |name: &str, help: &str, labels: &[&str]| reg(&registry, IntCounterVec::new(Opts::new(name, help), labels)?);
         let histogram = |name: &str, help: &str, labels: &[&str]| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
             reg(&registry, HistogramVec::new(opts, labels)?)
@@ -64,14 +59,8 @@ impl Metrics {
                 "HTTP request latency by method and route template.",
                 &["method", "path"],
             )?,
-            db_queries: counter("quantaid_db_queries_total", "Database queries by query name and outcome.", &[
-                "query", "result",
-            ])?,
-            db_query_duration: histogram(
-                "quantaid_db_query_duration_seconds",
-                "Database query latency by query name.",
-                &["query"],
-            )?,
+            db_queries: counter("quantaid_db_queries_total", "Database queries by query name and outcome.", &["query", "result"])?,
+            db_query_duration: histogram("quantaid_db_query_duration_seconds", "Database query latency by query name.", &["query"])?,
             db_pool_connections: reg(
                 &registry,
                 IntGaugeVec::new(
@@ -86,9 +75,7 @@ impl Metrics {
                     "Requests answered 503 because no database connection was free in time.",
                 )?,
             )?,
-            tokens_issued: counter("quantaid_oauth_tokens_issued_total", "OAuth tokens issued by grant type.", &[
-                "grant_type",
-            ])?,
+            tokens_issued: counter("quantaid_oauth_tokens_issued_total", "OAuth tokens issued by grant type.", &["grant_type"])?,
             mfa_verifications: counter(
                 "quantaid_mfa_verifications_total",
                 "TOTP verifications by result (success, failure).",
@@ -154,10 +141,8 @@ impl Metrics {
     }
 }
 
-const COUNT_ACTIVE_SESSIONS: Query = Query {
-    name: "session_count_active",
-    sql: "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()",
-};
+const COUNT_ACTIVE_SESSIONS: Query =
+    Query { name: "session_count_active", sql: "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()" };
 const COUNT_OUTBOX: Query = Query { name: "invalidation_outbox_count", sql: "SELECT count(*) FROM cache_invalidations" };
 
 /// How often the gauges that need a query are refreshed: often enough for a dashboard,

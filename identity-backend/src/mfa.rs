@@ -35,10 +35,8 @@ const TOTP_UPSERT_PENDING: Query = Query {
           ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, last_used_step = 0, created_at = EXCLUDED.created_at
           WHERE NOT user_totp.confirmed",
 };
-const TOTP_PENDING_SECRET: Query = Query {
-    name: "totp_pending_secret",
-    sql: "SELECT secret, last_used_step FROM user_totp WHERE user_id = $1 AND NOT confirmed",
-};
+const TOTP_PENDING_SECRET: Query =
+    Query { name: "totp_pending_secret", sql: "SELECT secret, last_used_step FROM user_totp WHERE user_id = $1 AND NOT confirmed" };
 /// Confirms enrolment and records the step used, so the confirming code cannot be
 /// replayed for a login.
 const TOTP_CONFIRM: Query = Query {
@@ -153,11 +151,7 @@ pub async fn check_code(state: &SharedState, conn: &Conn<'_>, user_id: Uuid, cod
 }
 
 /// `POST /v1/users/{id}/mfa/totp`: a new (pending) TOTP secret.
-pub async fn enroll(
-    State(state): State<SharedState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+pub async fn enroll(State(state): State<SharedState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<Response> {
     let (user_id, session) = own_session(caller, &id)?;
     require_recent_auth(&state, &session)?;
     let conn = state.db.conn().await?;
@@ -194,10 +188,8 @@ pub async fn confirm(
 ) -> ApiResult<StatusCode> {
     let (user_id, _) = own_session(caller, &id)?;
     let conn = state.db.conn().await?;
-    let row = conn
-        .query_opt(&TOTP_PENDING_SECRET, &[&user_id])
-        .await?
-        .ok_or(ApiError::Conflict("no pending TOTP enrolment; start one first"))?;
+    let row =
+        conn.query_opt(&TOTP_PENDING_SECRET, &[&user_id]).await?.ok_or(ApiError::Conflict("no pending TOTP enrolment; start one first"))?;
     let (secret, last_used): (Vec<u8>, i64) = (row.get(0), row.get(1));
     let now = Utc::now();
     let unix = u64::try_from(now.timestamp()).unwrap_or(0);

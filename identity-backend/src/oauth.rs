@@ -77,11 +77,7 @@ mod tests {
 
     #[test]
     fn scopes_are_narrowed_never_widened() {
-        let c = Client {
-            client_id: "c".into(),
-            grant_types: vec![],
-            scopes: vec!["read".into(), "write".into()],
-        };
+        let c = Client { client_id: "c".into(), grant_types: vec![], scopes: vec!["read".into(), "write".into()] };
         assert_eq!(c.grant_scope(None).unwrap(), "read write");
         assert_eq!(c.grant_scope(Some("write read write")).unwrap(), "read write");
         assert_eq!(c.grant_scope(Some("read")).unwrap(), "read");

@@ -134,10 +134,7 @@ pub async fn delete_client(state: &AppState, conn: &Conn<'_>, client_id: &str) -
 
 /// The user is gone, and with them (by cascade) every session and token.
 pub async fn user_deleted(state: &AppState, conn: &Conn<'_>, user_id: Uuid, now: DateTime<Utc>) -> ApiResult<()> {
-    let items = vec![
-        Invalidation::RevokedBefore { user_id, at_ms: now.timestamp_millis() },
-        Invalidation::UserChanged(user_id),
-    ];
+    let items = vec![Invalidation::RevokedBefore { user_id, at_ms: now.timestamp_millis() }, Invalidation::UserChanged(user_id)];
     state.invalidator.publish(conn, &state.metrics, items).await
 }
 

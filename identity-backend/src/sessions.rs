@@ -20,24 +20,20 @@ use quantaid_protocol::wire::SessionView;
 
 use crate::http::extract::{JsonBody, OptionalJsonBody, RequestContext};
 use crate::http::no_store;
-use crate::security::token::{self, new_id, TokenKind};
 use crate::mfa::{TotpAttempt, TotpRefusal};
+use crate::security::token::{self, new_id, TokenKind};
 use crate::throttle::{self, LoginKeys};
 use crate::{mfa, revocation, users, SharedState};
 
-pub const USER_BY_USERNAME: Query = Query {
-    name: "user_by_username",
-    sql: "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE username = $1",
-};
+pub const USER_BY_USERNAME: Query =
+    Query { name: "user_by_username", sql: "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE username = $1" };
 const INSERT_SESSION: Query = Query {
     name: "session_insert",
     sql: "INSERT INTO sessions (id, token_digest, user_id, mfa_verified, ip_address, created_at, expires_at)
           VALUES ($1, $2, $3, $4, $5, $6, $7)",
 };
-const INSERT_MFA_CHALLENGE: Query = Query {
-    name: "mfa_challenge_insert",
-    sql: "INSERT INTO mfa_challenges (token_digest, user_id, expires_at) VALUES ($1, $2, $3)",
-};
+const INSERT_MFA_CHALLENGE: Query =
+    Query { name: "mfa_challenge_insert", sql: "INSERT INTO mfa_challenges (token_digest, user_id, expires_at) VALUES ($1, $2, $3)" };
 /// Counts one attempt on a live challenge before its code is checked, in one statement,
 /// so concurrent attempts cannot all read the same count (`failures` counts attempts:
 /// the one that succeeds is the last). No row: unknown, used, expired or burnt out.
@@ -69,12 +65,7 @@ pub struct VerifiedUser {
 /// Checks a username and password with throttling, the same answer and a similar time
 /// whether or not the user exists, and failure auditing. Used by login and by the
 /// OAuth `password` grant.
-pub async fn verify_password(
-    state: &SharedState,
-    username: &str,
-    password: String,
-    ip: IpAddr,
-) -> ApiResult<VerifiedUser> {
+pub async fn verify_password(state: &SharedState, username: &str, password: String, ip: IpAddr) -> ApiResult<VerifiedUser> {
     let username = username.trim().to_lowercase();
     let keys = LoginKeys::new(&username, ip);
     let now = Utc::now();
@@ -123,11 +114,7 @@ async fn start_session(
     let now = Utc::now();
     let expires_at = now + Duration::from_std(state.config.session_ttl).unwrap_or(Duration::hours(12));
     let secret = token::generate(TokenKind::Session, now);
-    conn.execute(
-        &INSERT_SESSION,
-        &[&new_id(now), &token::digest(&secret), &user_id, &mfa_verified, &ip, &now, &expires_at],
-    )
-    .await?;
+    conn.execute(&INSERT_SESSION, &[&new_id(now), &token::digest(&secret), &user_id, &mfa_verified, &ip, &now, &expires_at]).await?;
     Ok((secret, expires_at))
 }
 
@@ -144,11 +131,7 @@ pub struct Login {
 }
 
 /// `POST /v1/auth/login`.
-pub async fn login(
-    State(state): State<SharedState>,
-    ctx: RequestContext,
-    JsonBody(body): JsonBody<Login>,
-) -> ApiResult<Response> {
+pub async fn login(State(state): State<SharedState>, ctx: RequestContext, JsonBody(body): JsonBody<Login>) -> ApiResult<Response> {
     let user = verify_password(&state, &body.username, body.password, ctx.client_ip).await?;
     let conn = state.db.conn().await?;
     if user.mfa_enabled {
@@ -175,11 +158,7 @@ pub struct MfaVerify {
 }
 
 /// `POST /v1/auth/mfa/verify`: trades an MFA challenge and a TOTP code for a session.
-pub async fn mfa_verify(
-    State(state): State<SharedState>,
-    ctx: RequestContext,
-    JsonBody(body): JsonBody<MfaVerify>,
-) -> ApiResult<Response> {
+pub async fn mfa_verify(State(state): State<SharedState>, ctx: RequestContext, JsonBody(body): JsonBody<MfaVerify>) -> ApiResult<Response> {
     let failure = || ApiError::Unauthorized("invalid or expired MFA challenge or code");
     if token::parse_kind(&body.mfa_token, TokenKind::MfaChallenge).is_none() {
         state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
@@ -216,10 +195,8 @@ pub async fn mfa_verify(
 }
 
 const USERNAME_OF: Query = Query { name: "username_of", sql: "SELECT username FROM users WHERE id = $1" };
-const SESSION_REAUTHENTICATED: Query = Query {
-    name: "session_reauthenticated",
-    sql: "UPDATE sessions SET authenticated_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-};
+const SESSION_REAUTHENTICATED: Query =
+    Query { name: "session_reauthenticated", sql: "UPDATE sessions SET authenticated_at = $2 WHERE id = $1 AND revoked_at IS NULL" };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,9 +246,7 @@ pub async fn reauthenticate(
 pub async fn current(State(state): State<SharedState>, headers: HeaderMap) -> ApiResult<Response> {
     let credential = presented_credential(&headers).ok_or(ApiError::Unauthorized("missing session token"))?;
     let conn = state.db.conn().await?;
-    let session = find_session(&conn, credential, Utc::now())
-        .await?
-        .ok_or(ApiError::Unauthorized("invalid or expired session"))?;
+    let session = find_session(&conn, credential, Utc::now()).await?.ok_or(ApiError::Unauthorized("invalid or expired session"))?;
     note_user(session.user_id);
     let body = SessionView {
         user_id: session.user_id,
@@ -283,11 +258,7 @@ pub async fn current(State(state): State<SharedState>, headers: HeaderMap) -> Ap
 }
 
 /// `POST /v1/auth/logout`: ends the calling session everywhere.
-pub async fn logout(
-    State(state): State<SharedState>,
-    ctx: RequestContext,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<StatusCode> {
+pub async fn logout(State(state): State<SharedState>, ctx: RequestContext, Authenticated(caller): Authenticated) -> ApiResult<StatusCode> {
     let Caller::Session(session) = caller else {
         return Err(ApiError::Unauthorized("a session token is required"));
     };
@@ -326,4 +297,3 @@ pub async fn logout_all(
     audit::record(&conn, Some(user_id), Action::LogoutAll, ctx.client_ip, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }
-

@@ -49,15 +49,12 @@ const RECORD_FAILURE: Query = Query {
 };
 
 /// Gives one counted attempt back (an MFA code that turned out right).
-const REFUND: Query = Query {
-    name: "throttle_refund",
-    sql: "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0",
-};
+const REFUND: Query =
+    Query { name: "throttle_refund", sql: "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0" };
 
 const CLEAR: Query = Query { name: "throttle_clear", sql: "DELETE FROM login_throttle WHERE key = $1" };
 
-pub const DELETE_STALE: Query =
-    Query { name: "throttle_delete_stale", sql: "DELETE FROM login_throttle WHERE window_started_at <= $1" };
+pub const DELETE_STALE: Query = Query { name: "throttle_delete_stale", sql: "DELETE FROM login_throttle WHERE window_started_at <= $1" };
 
 /// `429 too_many_attempts` (with the seconds until the window ends) when either key
 /// has used up its failures. Otherwise, whether the account has failures counted.
@@ -90,7 +87,10 @@ pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginK
 pub enum Attempt {
     Allowed,
     /// Over a limit: `first` is true for the attempt that crossed it (audit it once).
-    Refused { retry_after_secs: u64, first: bool },
+    Refused {
+        retry_after_secs: u64,
+        first: bool,
+    },
 }
 
 /// Counts one attempt on both keys atomically (each counter is read and written by one

@@ -20,17 +20,14 @@ use crate::security::password::check_policy;
 use crate::security::token::new_id;
 use crate::SharedState;
 
-
 pub const INSERT_USER: Query = Query {
     name: "user_insert",
     sql: "INSERT INTO users (id, username, email, password_hash, created_at, updated_at)
           VALUES ($1, $2, $3, $4, $5, $5)
           RETURNING id, username, email, disabled, mfa_enabled, created_at, updated_at",
 };
-pub const USER_BY_ID: Query = Query {
-    name: "user_by_id",
-    sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users WHERE id = $1",
-};
+pub const USER_BY_ID: Query =
+    Query { name: "user_by_id", sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users WHERE id = $1" };
 const LIST_FIRST: Query = Query {
     name: "user_list",
     sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users
@@ -48,10 +45,8 @@ const UPDATE_USER: Query = Query {
           WHERE id = $1 RETURNING id, username, email, disabled, mfa_enabled, created_at, updated_at",
 };
 const DELETE_USER: Query = Query { name: "user_delete", sql: "DELETE FROM users WHERE id = $1" };
-const PASSWORD_HASH_BY_ID: Query =
-    Query { name: "user_password_hash", sql: "SELECT password_hash FROM users WHERE id = $1" };
-const SET_PASSWORD: Query =
-    Query { name: "user_set_password", sql: "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1" };
+const PASSWORD_HASH_BY_ID: Query = Query { name: "user_password_hash", sql: "SELECT password_hash FROM users WHERE id = $1" };
+const SET_PASSWORD: Query = Query { name: "user_set_password", sql: "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1" };
 
 pub fn user_json(r: &Row) -> Value {
     json!({
@@ -117,11 +112,7 @@ pub async fn create(
 }
 
 /// `GET /v1/users/{id}`: admin, the user's own session, or a token with `users:read`.
-pub async fn get(
-    State(state): State<SharedState>,
-    Authenticated(caller): Authenticated,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+pub async fn get(State(state): State<SharedState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "no such user")?;
     if !caller.principal().may_read_user(id) {
         return Err(ApiError::Forbidden("not allowed to read this user"));
@@ -178,18 +169,13 @@ pub async fn update(
     let id = parse_id(&id, "no such user")?;
     match &caller {
         c if c.is_admin() => {}
-        Caller::Session(s) if s.user_id == id && body.disabled.is_none() && body.email.is_some() => {
-            require_recent_auth(&state, s)?
-        }
+        Caller::Session(s) if s.user_id == id && body.disabled.is_none() && body.email.is_some() => require_recent_auth(&state, s)?,
         _ => return Err(ApiError::Forbidden("admin rights are required (a user's own session may change only its email)")),
     }
     let email = body.email.as_deref().map(normalize_email).transpose()?;
     let now = Utc::now();
     let conn = state.db.conn().await?;
-    let row = conn
-        .query_opt(&UPDATE_USER, &[&id, &email, &body.disabled, &now])
-        .await?
-        .ok_or(ApiError::NotFound("no such user"))?;
+    let row = conn.query_opt(&UPDATE_USER, &[&id, &email, &body.disabled, &now]).await?.ok_or(ApiError::NotFound("no such user"))?;
     if body.disabled == Some(true) {
         revocation::revoke_all_for_user(&state, &conn, id, None, now).await?;
     }
@@ -238,8 +224,7 @@ pub async fn change_password(
     }
     check_policy(&body.new_password)?;
     let conn = state.db.conn().await?;
-    let stored: String =
-        conn.query_opt(&PASSWORD_HASH_BY_ID, &[&id]).await?.ok_or(ApiError::NotFound("no such user"))?.get(0);
+    let stored: String = conn.query_opt(&PASSWORD_HASH_BY_ID, &[&id]).await?.ok_or(ApiError::NotFound("no such user"))?.get(0);
     drop(conn); // do not hold a connection across the password hashing
     if !caller.is_admin() {
         let current = body.current_password.ok_or(ApiError::InvalidRequest("current_password is required".into()))?;
@@ -269,7 +254,6 @@ pub fn caller_label(caller: &Caller) -> Value {
         Caller::AccessToken(t) => json!({"client_id": t.client_id, "user_id": t.user_id}),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -94,13 +94,7 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Draws per-second latency percentiles (log scale, upper panel) and throughput
 /// (lower panel) of every request name, with phase markers and latency limits.
-pub fn latency_over_time(
-    path: &Path,
-    title: &str,
-    series: &[TimeSeries],
-    markers: &[Marker],
-    limits_ms: &[f64],
-) -> anyhow::Result<()> {
+pub fn latency_over_time(path: &Path, title: &str, series: &[TimeSeries], markers: &[Marker], limits_ms: &[f64]) -> anyhow::Result<()> {
     register_font()?;
     let root = BitMapBackend::new(path, (1400, 900)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -108,16 +102,11 @@ pub fn latency_over_time(
     let (upper, lower) = body.split_vertically(60.percent_height());
 
     let x_range = time_range(series, markers);
-    let limits: Vec<f64> = limits_ms
-        .iter()
-        .copied()
-        .filter(|l| is_positive(*l))
-        .collect();
+    let limits: Vec<f64> = limits_ms.iter().copied().filter(|l| is_positive(*l)).collect();
     draw_latency_panel(&root, &upper, series, markers, &limits, x_range.clone())?;
     draw_throughput_panel(&lower, series, markers, x_range)?;
 
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))
+    root.present().with_context(|| format!("writing {}", path.display()))
 }
 
 /// Draws, per request name, the share of its requests that fell in each latency bucket.
@@ -139,11 +128,7 @@ pub fn latency_histogram(path: &Path, title: &str, dists: &[Distribution]) -> an
         .x_label_area_size(50)
         .y_label_area_size(Y_LABEL_AREA)
         .build_cartesian_2d(log_axis(x_range), 0.0..(max_share * 1.1).max(1.0))?;
-    draw_mesh(
-        &mut chart,
-        "latency (ms, log scale)",
-        "share of requests (%)",
-    )?;
+    draw_mesh(&mut chart, "latency (ms, log scale)", "share of requests (%)")?;
 
     let area = chart.plotting_area();
     let mut rows = Vec::new();
@@ -155,15 +140,11 @@ pub fn latency_histogram(path: &Path, title: &str, dists: &[Distribution]) -> an
             area.draw(&PathElement::new(outline, colour.stroke_width(2)))?;
         }
         let total = dist.buckets.iter().map(|b| b.count).sum();
-        rows.push(LegendRow {
-            label: format!("{} ({} requests)", dist.name, thousands(total)),
-            samples: vec![Sample::solid(colour)],
-        });
+        rows.push(LegendRow { label: format!("{} ({} requests)", dist.name, thousands(total)), samples: vec![Sample::solid(colour)] });
     }
     draw_legend(&legend, 10, &[], &rows)?;
 
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))
+    root.present().with_context(|| format!("writing {}", path.display()))
 }
 
 /// Upper panel: p50/p95/p99 per name on a log axis, limit lines, and the marker labels
@@ -177,15 +158,8 @@ fn draw_latency_panel(
     x_range: Range<f64>,
 ) -> anyhow::Result<()> {
     let (plot, legend) = panel.split_horizontally(panel.dim_in_pixel().0 as i32 - LEGEND_WIDTH);
-    let observed = series
-        .iter()
-        .flat_map(|s| &s.seconds)
-        .filter(|s| s.requests > 0);
-    let y_range = log_range(
-        observed
-            .flat_map(|s| [s.p50_ms, s.p95_ms, s.p99_ms])
-            .chain(limits.iter().copied()),
-    );
+    let observed = series.iter().flat_map(|s| &s.seconds).filter(|s| s.requests > 0);
+    let y_range = log_range(observed.flat_map(|s| [s.p50_ms, s.p95_ms, s.p99_ms]).chain(limits.iter().copied()));
 
     let mut chart = ChartBuilder::on(&plot)
         .margin(10)
@@ -209,30 +183,15 @@ fn draw_latency_panel(
             draw_broken_line(area, points, colour.stroke_width(2))?;
             samples.push(Sample::solid(colour));
         }
-        rows.push(LegendRow {
-            label: s.name.clone(),
-            samples,
-        });
+        rows.push(LegendRow { label: s.name.clone(), samples });
     }
 
-    let limit_label = TextStyle::from((FONT_FAMILY, 14).into_font())
-        .color(&LIMIT_COLOUR)
-        .pos(Pos::new(HPos::Right, VPos::Bottom));
+    let limit_label = TextStyle::from((FONT_FAMILY, 14).into_font()).color(&LIMIT_COLOUR).pos(Pos::new(HPos::Right, VPos::Bottom));
     for &limit in limits {
         let line = [(x_range.start, limit), (x_range.end, limit)];
-        area.draw(&DashedPathElement::new(
-            line,
-            10,
-            6,
-            LIMIT_COLOUR.stroke_width(2),
-        ))?;
+        area.draw(&DashedPathElement::new(line, 10, 6, LIMIT_COLOUR.stroke_width(2)))?;
         area.draw(
-            &(EmptyElement::at((x_range.end, limit))
-                + Text::new(
-                    format!("{} ms", format_tick(limit)),
-                    (-6, -3),
-                    limit_label.clone(),
-                )),
+            &(EmptyElement::at((x_range.end, limit)) + Text::new(format!("{} ms", format_tick(limit)), (-6, -3), limit_label.clone())),
         )?;
     }
 
@@ -241,11 +200,7 @@ fn draw_latency_panel(
         draw_marker_line(area, marker.at_secs, y_range.clone())?;
         let (x, top) = chart.backend_coord(&(marker.at_secs, y_range.end));
         let row = (i % 2) as i32;
-        root.draw(&Text::new(
-            marker.label.as_str(),
-            (x + 4, top - 38 + row * 18),
-            marker_label.clone(),
-        ))?;
+        root.draw(&Text::new(marker.label.as_str(), (x + 4, top - 38 + row * 18), marker_label.clone()))?;
     }
 
     let columns = PERCENTILES.map(|(label, _)| label);
@@ -253,19 +208,9 @@ fn draw_latency_panel(
 }
 
 /// Lower panel: requests/s (solid) and failed/s (dashed, same colour) per name.
-fn draw_throughput_panel(
-    panel: &Area,
-    series: &[TimeSeries],
-    markers: &[Marker],
-    x_range: Range<f64>,
-) -> anyhow::Result<()> {
+fn draw_throughput_panel(panel: &Area, series: &[TimeSeries], markers: &[Marker], x_range: Range<f64>) -> anyhow::Result<()> {
     let (plot, legend) = panel.split_horizontally(panel.dim_in_pixel().0 as i32 - LEGEND_WIDTH);
-    let max_rate = series
-        .iter()
-        .flat_map(|s| &s.seconds)
-        .map(|s| s.requests.max(s.failed))
-        .max()
-        .unwrap_or(0);
+    let max_rate = series.iter().flat_map(|s| &s.seconds).map(|s| s.requests.max(s.failed)).max().unwrap_or(0);
     let y_range = 0.0..(max_rate as f64 * 1.1).max(1.0);
 
     let mut chart = ChartBuilder::on(&plot)
@@ -280,22 +225,12 @@ fn draw_throughput_panel(
     let mut rows = Vec::new();
     for (i, s) in series.iter().enumerate() {
         let colour = series_colour(i);
-        let requests = s
-            .seconds
-            .iter()
-            .map(|sec| Some((sec.at_secs, sec.requests as f64)));
+        let requests = s.seconds.iter().map(|sec| Some((sec.at_secs, sec.requests as f64)));
         draw_broken_line(area, requests, colour.stroke_width(2))?;
 
-        let failed: Vec<(f64, f64)> = s
-            .seconds
-            .iter()
-            .map(|sec| (sec.at_secs, sec.failed as f64))
-            .collect();
+        let failed: Vec<(f64, f64)> = s.seconds.iter().map(|sec| (sec.at_secs, sec.failed as f64)).collect();
         draw_dashed_line(area, &failed, colour)?;
-        rows.push(LegendRow {
-            label: s.name.clone(),
-            samples: vec![Sample::solid(colour), Sample::dashed(colour)],
-        });
+        rows.push(LegendRow { label: s.name.clone(), samples: vec![Sample::solid(colour), Sample::dashed(colour)] });
     }
     for marker in markers {
         draw_marker_line(area, marker.at_secs, y_range.clone())?;
@@ -306,11 +241,7 @@ fn draw_throughput_panel(
 
 /// Draws axes, tick labels and a subdued grid the same way on every chart; an empty
 /// `x_desc` leaves the axis unnamed (the latency panel shares the throughput panel's).
-fn draw_mesh<X, Y>(
-    chart: &mut ChartContext<BitMapBackend, Cartesian2d<X, Y>>,
-    x_desc: &str,
-    y_desc: &str,
-) -> anyhow::Result<()>
+fn draw_mesh<X, Y>(chart: &mut ChartContext<BitMapBackend, Cartesian2d<X, Y>>, x_desc: &str, y_desc: &str) -> anyhow::Result<()>
 where
     X: Ranged<ValueType = f64> + ValueFormatter<f64>,
     Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
@@ -335,17 +266,10 @@ where
 fn register_font() -> anyhow::Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     let result = REGISTERED.get_or_init(|| {
-        let bytes = std::fs::read(FONT_FILE).map_err(|e| {
-            format!(
-                "cannot read font {FONT_FILE} ({e}); install the Debian package fonts-dejavu-core"
-            )
-        })?;
-        plotters::style::register_font(
-            FONT_FAMILY,
-            FontStyle::Normal,
-            Box::leak(bytes.into_boxed_slice()),
-        )
-        .map_err(|_| format!("{FONT_FILE} is not a usable TrueType font"))
+        let bytes = std::fs::read(FONT_FILE)
+            .map_err(|e| format!("cannot read font {FONT_FILE} ({e}); install the Debian package fonts-dejavu-core"))?;
+        plotters::style::register_font(FONT_FAMILY, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+            .map_err(|_| format!("{FONT_FILE} is not a usable TrueType font"))
     });
     result.clone().map_err(|e| anyhow!(e))
 }
@@ -353,27 +277,15 @@ fn register_font() -> anyhow::Result<()> {
 /// The x range shared by both panels: from the start (or earliest data) to one second past
 /// the last data point or marker, at least 10 s wide so short runs still get a usable axis.
 fn time_range(series: &[TimeSeries], markers: &[Marker]) -> Range<f64> {
-    let times = series
-        .iter()
-        .flat_map(|s| &s.seconds)
-        .map(|s| s.at_secs)
-        .chain(markers.iter().map(|m| m.at_secs));
-    let (start, end) = times
-        .filter(|t| t.is_finite())
-        .fold((0.0, 0.0), |(lo, hi): (f64, f64), t| {
-            (lo.min(t), hi.max(t + 1.0))
-        });
+    let times = series.iter().flat_map(|s| &s.seconds).map(|s| s.at_secs).chain(markers.iter().map(|m| m.at_secs));
+    let (start, end) = times.filter(|t| t.is_finite()).fold((0.0, 0.0), |(lo, hi): (f64, f64), t| (lo.min(t), hi.max(t + 1.0)));
     start..end.max(start + 10.0)
 }
 
 /// A log-axis range around the positive finite `values`, widened a little and snapped
 /// outward to the 1-2-5 sequence so both ends carry a tick label; 1..1000 ms without data.
 fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
-    let (min, max) = values
-        .filter(|v| is_positive(*v))
-        .fold((f64::INFINITY, 0.0), |(lo, hi): (f64, f64), v| {
-            (lo.min(v), hi.max(v))
-        });
+    let (min, max) = values.filter(|v| is_positive(*v)).fold((f64::INFINITY, 0.0), |(lo, hi): (f64, f64), v| (lo.min(v), hi.max(v)));
     if max == 0.0 {
         return 1.0..1000.0;
     }
@@ -384,11 +296,7 @@ fn log_range(values: impl Iterator<Item = f64>) -> Range<f64> {
 /// multiples; beyond four decades, labels only at powers of ten and light lines at 2 and 5.
 fn log_axis(range: Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
     let decades = (range.end / range.start).log10();
-    let (labelled, unlabelled): (&[u32], &[u32]) = if decades > 4.0 {
-        (&[1], &[2, 5])
-    } else {
-        (&[1, 2, 5], &[3, 4, 6, 7, 8, 9])
-    };
+    let (labelled, unlabelled): (&[u32], &[u32]) = if decades > 4.0 { (&[1], &[2, 5]) } else { (&[1, 2, 5], &[3, 4, 6, 7, 8, 9]) };
     let (mut bold, mut light) = (Vec::new(), Vec::new());
     for exponent in range.start.log10().floor() as i32..=range.end.log10().ceil() as i32 {
         for &mantissa in labelled.iter().chain(unlabelled) {
@@ -403,30 +311,19 @@ fn log_axis(range: Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
             }
         }
     }
-    range
-        .log_scale()
-        .with_key_points(bold)
-        .with_light_points(light)
+    range.log_scale().with_key_points(bold).with_light_points(light)
 }
 
 /// The largest 1-2-5 value not above `v` (> 0).
 fn nice_floor(v: f64) -> f64 {
     let decade = 10f64.powf(v.log10().floor());
-    [5.0, 2.0, 1.0]
-        .into_iter()
-        .map(|m| m * decade)
-        .find(|n| *n <= v * (1.0 + 1e-9))
-        .unwrap_or(decade)
+    [5.0, 2.0, 1.0].into_iter().map(|m| m * decade).find(|n| *n <= v * (1.0 + 1e-9)).unwrap_or(decade)
 }
 
 /// The smallest 1-2-5 value not below `v` (> 0).
 fn nice_ceil(v: f64) -> f64 {
     let decade = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * decade)
-        .find(|n| *n >= v * (1.0 - 1e-9))
-        .unwrap_or(10.0 * decade)
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * decade).find(|n| *n >= v * (1.0 - 1e-9)).unwrap_or(10.0 * decade)
 }
 
 /// Draws a line through the points, leaving a gap wherever a point is missing (a second
@@ -476,30 +373,18 @@ fn draw_dashed_line<X: Ranged<ValueType = f64>>(
     let one_pixel = (y_range.end - y_range.start) / f64::from((pixels.end - pixels.start).max(1));
     for offset in [0.0, one_pixel] {
         let shifted = points.iter().map(|&(x, y)| (x, y + offset));
-        area.draw(&DashedPathElement::new(
-            shifted,
-            6,
-            4,
-            colour.stroke_width(1),
-        ))?;
+        area.draw(&DashedPathElement::new(shifted, 6, 4, colour.stroke_width(1)))?;
     }
     Ok(())
 }
 
 /// A vertical phase-marker line spanning the whole panel height.
-fn draw_marker_line<X, Y>(
-    area: &DrawingArea<BitMapBackend, Cartesian2d<X, Y>>,
-    at_secs: f64,
-    y_range: Range<f64>,
-) -> anyhow::Result<()>
+fn draw_marker_line<X, Y>(area: &DrawingArea<BitMapBackend, Cartesian2d<X, Y>>, at_secs: f64, y_range: Range<f64>) -> anyhow::Result<()>
 where
     X: Ranged<ValueType = f64>,
     Y: Ranged<ValueType = f64>,
 {
-    area.draw(&PathElement::new(
-        [(at_secs, y_range.start), (at_secs, y_range.end)],
-        MARKER_COLOUR.stroke_width(2),
-    ))?;
+    area.draw(&PathElement::new([(at_secs, y_range.start), (at_secs, y_range.end)], MARKER_COLOUR.stroke_width(2)))?;
     Ok(())
 }
 
@@ -519,11 +404,7 @@ fn bars(dist: &Distribution) -> Vec<Bar> {
         return Vec::new();
     }
     let first_ratio = match dist.buckets.as_slice() {
-        [a, b, ..]
-            if is_positive(a.upper_ms) && b.upper_ms > a.upper_ms && b.upper_ms.is_finite() =>
-        {
-            b.upper_ms / a.upper_ms
-        }
+        [a, b, ..] if is_positive(a.upper_ms) && b.upper_ms > a.upper_ms && b.upper_ms.is_finite() => b.upper_ms / a.upper_ms,
         _ => 2.0,
     };
     let mut bars = Vec::new();
@@ -532,26 +413,12 @@ fn bars(dist: &Distribution) -> Vec<Bar> {
         if !(bucket.upper_ms.is_finite() && bucket.upper_ms > lower) {
             continue; // malformed bound: no width to draw
         }
-        let lo = if lower > 0.0 {
-            lower
-        } else {
-            bucket.upper_ms / first_ratio
-        };
-        bars.push(Bar {
-            lo,
-            hi: bucket.upper_ms,
-            share: 100.0 * bucket.count as f64 / total as f64,
-        });
+        let lo = if lower > 0.0 { lower } else { bucket.upper_ms / first_ratio };
+        bars.push(Bar { lo, hi: bucket.upper_ms, share: 100.0 * bucket.count as f64 / total as f64 });
         lower = bucket.upper_ms;
     }
-    let first = bars
-        .iter()
-        .position(|b| b.share > 0.0)
-        .unwrap_or(bars.len());
-    let last = bars
-        .iter()
-        .rposition(|b| b.share > 0.0)
-        .map_or(first, |i| i + 1);
+    let first = bars.iter().position(|b| b.share > 0.0).unwrap_or(bars.len());
+    let last = bars.iter().rposition(|b| b.share > 0.0).map_or(first, |i| i + 1);
     bars.drain(first..last).collect()
 }
 
@@ -580,17 +447,11 @@ struct Sample {
 
 impl Sample {
     fn solid(colour: RGBColor) -> Self {
-        Self {
-            colour,
-            dashed: false,
-        }
+        Self { colour, dashed: false }
     }
 
     fn dashed(colour: RGBColor) -> Self {
-        Self {
-            colour,
-            dashed: true,
-        }
+        Self { colour, dashed: true }
     }
 }
 
@@ -604,24 +465,16 @@ fn draw_legend(area: &Area, top: i32, columns: &[&str], rows: &[LegendRow]) -> a
     let (left, right) = (4, area.dim_in_pixel().0 as i32 - 10);
     let header = if columns.is_empty() { 0 } else { LEGEND_ROW };
     let bottom = top + 8 + header + rows.len() as i32 * LEGEND_ROW;
-    area.draw(&Rectangle::new(
-        [(left, top), (right, bottom)],
-        FRAME_COLOUR.stroke_width(1),
-    ))?;
+    area.draw(&Rectangle::new([(left, top), (right, bottom)], FRAME_COLOUR.stroke_width(1)))?;
 
     let column_x = |c: usize| left + 8 + c as i32 * LEGEND_SAMPLE;
-    let caption_style =
-        TextStyle::from((FONT_FAMILY, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+    let caption_style = TextStyle::from((FONT_FAMILY, 13).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
     for (c, caption) in columns.iter().enumerate() {
-        let centre = (
-            column_x(c) + (LEGEND_SAMPLE - 10) / 2,
-            top + 4 + LEGEND_ROW / 2,
-        );
+        let centre = (column_x(c) + (LEGEND_SAMPLE - 10) / 2, top + 4 + LEGEND_ROW / 2);
         area.draw(&Text::new(*caption, centre, caption_style.clone()))?;
     }
 
-    let label_style =
-        TextStyle::from((FONT_FAMILY, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    let label_style = TextStyle::from((FONT_FAMILY, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     for (r, row) in rows.iter().enumerate() {
         let y = top + 4 + header + LEGEND_ROW / 2 + r as i32 * LEGEND_ROW;
         for (c, sample) in row.samples.iter().enumerate() {
@@ -634,11 +487,7 @@ fn draw_legend(area: &Area, top: i32, columns: &[&str], rows: &[LegendRow]) -> a
             }
         }
         let label_x = column_x(row.samples.len()) + 4;
-        area.draw(&Text::new(
-            row.label.as_str(),
-            (label_x, y),
-            label_style.clone(),
-        ))?;
+        area.draw(&Text::new(row.label.as_str(), (label_x, y), label_style.clone()))?;
     }
     Ok(())
 }

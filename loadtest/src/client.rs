@@ -51,9 +51,7 @@ fn unexpected(status: StatusCode) -> String {
 }
 
 /// The response's status and body (read whole, so the connection is reused).
-async fn read(
-    r: Result<Response, reqwest::Error>,
-) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), String> {
+async fn read(r: Result<Response, reqwest::Error>) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), String> {
     let r = r.map_err(|e| kind(&e))?;
     let (status, headers) = (r.status(), r.headers().clone());
     let body = r.bytes().await.map_err(|e| kind(&e))?;
@@ -62,10 +60,7 @@ async fn read(
 
 fn json_field(body: &[u8], field: &str) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "bad JSON".to_string())?;
-    v[field]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no {field}"))
+    v[field].as_str().map(str::to_owned).ok_or_else(|| format!("no {field}"))
 }
 
 /// How the service answered a token request when it may shed load.
@@ -83,10 +78,7 @@ impl Api {
             .pool_idle_timeout(Duration::from_secs(90))
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Api {
-            http,
-            base: base.trim_end_matches('/').into(),
-        })
+        Ok(Api { http, base: base.trim_end_matches('/').into() })
     }
 
     fn url(&self, path: &str) -> String {
@@ -96,74 +88,33 @@ impl Api {
     /// `POST /v1/users` (admin), with [`PASSWORD`].
     pub async fn create_user(&self, admin_token: &str, username: &str) -> anyhow::Result<()> {
         let body = json!({"username": username, "email": format!("{username}@loadtest.example"), "password": PASSWORD});
-        let r = self
-            .http
-            .post(self.url("/v1/users"))
-            .bearer_auth(admin_token)
-            .json(&body)
-            .send()
-            .await?;
+        let r = self.http.post(self.url("/v1/users")).bearer_auth(admin_token).json(&body).send().await?;
         if r.status() != StatusCode::CREATED {
-            bail!(
-                "POST /v1/users: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
+            bail!("POST /v1/users: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
         Ok(())
     }
 
     /// `POST /v1/clients` (admin): a confidential `client_credentials` client.
-    pub async fn create_client(
-        &self,
-        admin_token: &str,
-        name: &str,
-    ) -> anyhow::Result<OAuthClient> {
+    pub async fn create_client(&self, admin_token: &str, name: &str) -> anyhow::Result<OAuthClient> {
         let body = json!({"name": name, "grant_types": ["client_credentials"], "scopes": ["read"], "redirect_uris": []});
-        let r = self
-            .http
-            .post(self.url("/v1/clients"))
-            .bearer_auth(admin_token)
-            .json(&body)
-            .send()
-            .await?;
+        let r = self.http.post(self.url("/v1/clients")).bearer_auth(admin_token).json(&body).send().await?;
         if r.status() != StatusCode::CREATED {
-            bail!(
-                "POST /v1/clients: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
+            bail!("POST /v1/clients: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
         let v: Value = r.json().await?;
-        let field = |k: &str| {
-            v[k].as_str()
-                .map(str::to_owned)
-                .with_context(|| format!("POST /v1/clients: no {k}"))
-        };
-        Ok(OAuthClient {
-            id: field("client_id")?,
-            secret: field("client_secret")?,
-        })
+        let field = |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("POST /v1/clients: no {k}"));
+        Ok(OAuthClient { id: field("client_id")?, secret: field("client_secret")? })
     }
 
     /// `POST /v1/auth/login` → `200` with a session.
     pub async fn login(&self, username: &str) -> Result<Session, String> {
         let body = json!({"username": username, "password": PASSWORD});
-        let (status, _, body) = read(
-            self.http
-                .post(self.url("/v1/auth/login"))
-                .json(&body)
-                .send()
-                .await,
-        )
-        .await?;
+        let (status, _, body) = read(self.http.post(self.url("/v1/auth/login")).json(&body).send().await).await?;
         if status != StatusCode::OK {
             return Err(unexpected(status));
         }
-        Ok(Session {
-            token: json_field(&body, "session_token")?,
-            user_id: json_field(&body, "user_id")?,
-        })
+        Ok(Session { token: json_field(&body, "session_token")?, user_id: json_field(&body, "user_id")? })
     }
 
     /// Sends `method path` with the session as bearer credential; `Ok` only with `expected`.
@@ -174,10 +125,7 @@ impl Api {
         session: &Session,
         expected: StatusCode,
     ) -> Result<(HeaderMap, Vec<u8>), String> {
-        let request = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&session.token);
+        let request = self.http.request(method, self.url(path)).bearer_auth(&session.token);
         let (status, headers, body) = read(request.send().await).await?;
         if status != expected {
             return Err(unexpected(status));
@@ -187,9 +135,7 @@ impl Api {
 
     /// `GET /v1/auth/check` (forward auth) → `200` naming the session's user.
     pub async fn check(&self, session: &Session) -> Result<(), String> {
-        let (headers, _) = self
-            .as_session(Method::GET, "/v1/auth/check", session, StatusCode::OK)
-            .await?;
+        let (headers, _) = self.as_session(Method::GET, "/v1/auth/check", session, StatusCode::OK).await?;
         match headers.get("x-quantaid-user-id") {
             Some(v) if v.as_bytes() == session.user_id.as_bytes() => Ok(()),
             _ => Err("wrong X-Quantaid-User-Id".into()),
@@ -198,9 +144,7 @@ impl Api {
 
     /// `GET /v1/auth/session` → `200` with the session's user.
     pub async fn session(&self, session: &Session) -> Result<(), String> {
-        let (_, body) = self
-            .as_session(Method::GET, "/v1/auth/session", session, StatusCode::OK)
-            .await?;
+        let (_, body) = self.as_session(Method::GET, "/v1/auth/session", session, StatusCode::OK).await?;
         if json_field(&body, "user_id")? != session.user_id {
             return Err("wrong user_id".into());
         }
@@ -209,14 +153,7 @@ impl Api {
 
     /// `POST /v1/auth/logout` → `204`.
     pub async fn logout(&self, session: &Session) -> Result<(), String> {
-        self.as_session(
-            Method::POST,
-            "/v1/auth/logout",
-            session,
-            StatusCode::NO_CONTENT,
-        )
-        .await
-        .map(|_| ())
+        self.as_session(Method::POST, "/v1/auth/logout", session, StatusCode::NO_CONTENT).await.map(|_| ())
     }
 
     /// `POST /oauth/token`, `client_credentials` with HTTP Basic → `200` with a token,
@@ -286,11 +223,7 @@ impl Api {
 
     /// `POST /oauth/introspect` → whether the token is active.
     pub async fn introspect(&self, client: &OAuthClient, token: &str) -> Result<bool, String> {
-        let request = self
-            .http
-            .post(self.url("/oauth/introspect"))
-            .basic_auth(&client.id, Some(&client.secret))
-            .form(&[("token", token)]);
+        let request = self.http.post(self.url("/oauth/introspect")).basic_auth(&client.id, Some(&client.secret)).form(&[("token", token)]);
         let (status, _, body) = read(request.send().await).await?;
         if status != StatusCode::OK {
             return Err(unexpected(status));
@@ -313,11 +246,7 @@ impl Api {
 
     /// `POST /oauth/revoke` (RFC 7009) → `200`.
     pub async fn revoke(&self, client: &OAuthClient, token: &str) -> Result<Revoked, String> {
-        let request = self
-            .http
-            .post(self.url("/oauth/revoke"))
-            .basic_auth(&client.id, Some(&client.secret))
-            .form(&[("token", token)]);
+        let request = self.http.post(self.url("/oauth/revoke")).basic_auth(&client.id, Some(&client.secret)).form(&[("token", token)]);
         let (status, headers, body) = read(request.send().await).await?;
         revocation_answer(status, &headers, &body, StatusCode::OK)
     }

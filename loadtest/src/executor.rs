@@ -27,10 +27,7 @@ pub struct Stage {
 }
 
 pub fn stage(secs: u64, target: f64) -> Stage {
-    Stage {
-        duration: Duration::from_secs(secs),
-        target,
-    }
+    Stage { duration: Duration::from_secs(secs), target }
 }
 
 /// The value the stages give `at` into the run, starting from `start`.
@@ -55,13 +52,8 @@ pub fn total_duration(stages: &[Stage]) -> Duration {
 /// Starts iterations at `start_rate` per second changing as the stages say, until the
 /// stages end, then waits for the ones in flight. `iteration(n, scheduled)` gets its
 /// sequence number and the instant it was meant to start (for the latency).
-pub async fn arrival_rate<F, Fut>(
-    recorder: &Recorder,
-    start_rate: f64,
-    stages: &[Stage],
-    max_vus: usize,
-    iteration: F,
-) where
+pub async fn arrival_rate<F, Fut>(recorder: &Recorder, start_rate: f64, stages: &[Stage], max_vus: usize, iteration: F)
+where
     F: Fn(u64, Instant) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -171,50 +163,24 @@ mod tests {
         let started = Arc::new(AtomicU64::new(0));
         let s = started.clone();
         // 200/s for 0.5 s = 100 iterations, each taking 50 ms: ~10 in flight, under 64.
-        arrival_rate(
-            &rec,
-            200.0,
-            &[Stage {
-                duration: Duration::from_millis(500),
-                target: 200.0,
-            }],
-            64,
-            |_, _| {
-                let s = s.clone();
-                async move {
-                    s.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        )
+        arrival_rate(&rec, 200.0, &[Stage { duration: Duration::from_millis(500), target: 200.0 }], 64, |_, _| {
+            let s = s.clone();
+            async move {
+                s.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
         .await;
-        assert!(
-            (95..=101).contains(&started.load(Ordering::Relaxed)),
-            "{}",
-            started.load(Ordering::Relaxed)
-        );
+        assert!((95..=101).contains(&started.load(Ordering::Relaxed)), "{}", started.load(Ordering::Relaxed));
         assert_eq!(rec.snapshot().dropped_iterations, 0);
 
         // Iterations that never finish in time: only max_vus start, the rest are dropped.
         let rec = Recorder::new();
-        arrival_rate(
-            &rec,
-            200.0,
-            &[Stage {
-                duration: Duration::from_millis(200),
-                target: 200.0,
-            }],
-            5,
-            |_, _| async {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            },
-        )
+        arrival_rate(&rec, 200.0, &[Stage { duration: Duration::from_millis(200), target: 200.0 }], 5, |_, _| async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        })
         .await;
-        assert!(
-            rec.snapshot().dropped_iterations >= 30,
-            "{}",
-            rec.snapshot().dropped_iterations
-        );
+        assert!(rec.snapshot().dropped_iterations >= 30, "{}", rec.snapshot().dropped_iterations);
     }
 
     #[tokio::test]
@@ -223,19 +189,15 @@ mod tests {
         let peak = Arc::new(AtomicUsize::new(0));
         let live = Arc::new(AtomicUsize::new(0));
         let (p, l) = (peak.clone(), live.clone());
-        ramping_vus(
-            &rec,
-            &[stage(1, 20.0), stage(1, 0.0)],
-            move |_, mut stop| {
-                let (p, l) = (p.clone(), l.clone());
-                async move {
-                    let now = l.fetch_add(1, Ordering::SeqCst) + 1;
-                    p.fetch_max(now, Ordering::SeqCst);
-                    while stop.think(Duration::from_millis(20)).await {}
-                    l.fetch_sub(1, Ordering::SeqCst);
-                }
-            },
-        )
+        ramping_vus(&rec, &[stage(1, 20.0), stage(1, 0.0)], move |_, mut stop| {
+            let (p, l) = (p.clone(), l.clone());
+            async move {
+                let now = l.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                while stop.think(Duration::from_millis(20)).await {}
+                l.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
         .await;
         let peak = peak.load(Ordering::SeqCst);
         assert!((15..=20).contains(&peak), "peak {peak}");

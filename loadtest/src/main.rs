@@ -39,28 +39,16 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => quick = true,
-            "--out" => {
-                out = Some(PathBuf::from(
-                    args.next().context("--out needs a directory")?,
-                ))
-            }
+            "--out" => out = Some(PathBuf::from(args.next().context("--out needs a directory")?)),
             s if s.starts_with('-') => bail!("unknown option {s}"),
             s => scenario = Some(s.to_string()),
         }
     }
-    let scenario =
-        scenario.with_context(|| format!("name a scenario: {}", scenarios::NAMES.join(", ")))?;
+    let scenario = scenario.with_context(|| format!("name a scenario: {}", scenarios::NAMES.join(", ")))?;
     if !scenarios::NAMES.contains(&scenario.as_str()) {
-        bail!(
-            "unknown scenario '{scenario}' (one of: {})",
-            scenarios::NAMES.join(", ")
-        );
+        bail!("unknown scenario '{scenario}' (one of: {})", scenarios::NAMES.join(", "));
     }
-    Ok(Args {
-        scenario,
-        quick,
-        out: out.context("--out DIR is required")?,
-    })
+    Ok(Args { scenario, quick, out: out.context("--out DIR is required")? })
 }
 
 fn env(name: &str, default: Option<&str>) -> anyhow::Result<String> {
@@ -73,17 +61,10 @@ fn env(name: &str, default: Option<&str>) -> anyhow::Result<String> {
 
 /// The machine, for the report: the load generator shares it with the whole stack.
 fn machine() -> String {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cores} cores ({model}), shared by the load generator, the proxy, the backend, PostgreSQL and Redis")
 }
@@ -92,29 +73,15 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let api = Api::new(&env("LOADTEST_BASE_URL", Some("http://127.0.0.1:8080"))?)?;
     let database_url = env("LOADTEST_DATABASE_URL", None)?;
     let admin_token = env("LOADTEST_ADMIN_TOKEN", None)?;
-    let users: usize = env("LOADTEST_USERS", Some("10000"))?
-        .parse()
-        .context("LOADTEST_USERS")?;
-    let client_count: usize = env("LOADTEST_CLIENTS", Some("20"))?
-        .parse()
-        .context("LOADTEST_CLIENTS")?;
+    let users: usize = env("LOADTEST_USERS", Some("10000"))?.parse().context("LOADTEST_USERS")?;
+    let client_count: usize = env("LOADTEST_CLIENTS", Some("20"))?.parse().context("LOADTEST_CLIENTS")?;
 
     eprintln!("==> seeding {users} users and {client_count} OAuth clients");
     let database = seed::users(&api, &admin_token, &database_url, users).await?;
     let clients = seed::clients(&api, &admin_token, client_count).await?;
 
-    let ctx = Ctx {
-        api,
-        users,
-        clients,
-        database_url,
-        quick: args.quick,
-    };
-    eprintln!(
-        "==> running {}{}",
-        args.scenario,
-        if args.quick { " (quick)" } else { "" }
-    );
+    let ctx = Ctx { api, users, clients, database_url, quick: args.quick };
+    eprintln!("==> running {}{}", args.scenario, if args.quick { " (quick)" } else { "" });
     let started_utc = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
     let outcome = scenarios::run(&args.scenario, &ctx).await?;
     let mut conditions = format!("{}; {database}", machine());
@@ -124,12 +91,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             conditions.push_str(&stack);
         }
     }
-    let info = report::RunInfo {
-        scenario: &args.scenario,
-        quick: args.quick,
-        started_utc,
-        conditions,
-    };
+    let info = report::RunInfo { scenario: &args.scenario, quick: args.quick, started_utc, conditions };
     let summary = report::write(&args.out, &info, &outcome)?;
     println!("{summary}");
     println!("report: {}", args.out.join("summary.md").display());
@@ -143,10 +105,7 @@ fn main() {
             2
         }
         Ok(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
             match runtime.block_on(run(&args)) {
                 Ok(true) => 0,
                 Ok(false) => 1,

@@ -33,18 +33,12 @@ pub struct Stats {
 
 impl Stats {
     fn new(latency_us: Histogram<u64>) -> Stats {
-        Stats {
-            requests: 0,
-            failed: 0,
-            failures: BTreeMap::new(),
-            latency_us,
-        }
+        Stats { requests: 0, failed: 0, failures: BTreeMap::new(), latency_us }
     }
 
     fn record(&mut self, latency: Duration, outcome: &Result<(), String>) {
         self.requests += 1;
-        self.latency_us
-            .saturating_record(latency.as_micros().max(1) as u64);
+        self.latency_us.saturating_record(latency.as_micros().max(1) as u64);
         if let Err(kind) = outcome {
             self.failed += 1;
             *self.failures.entry(kind.clone()).or_default() += 1;
@@ -57,9 +51,7 @@ impl Stats {
         for (kind, n) in &other.failures {
             *self.failures.entry(kind.clone()).or_default() += n;
         }
-        self.latency_us
-            .add(&other.latency_us)
-            .expect("histograms share bounds");
+        self.latency_us.add(&other.latency_us).expect("histograms share bounds");
     }
 
     pub fn failed_rate(&self) -> f64 {
@@ -119,10 +111,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new() -> Recorder {
-        Recorder {
-            started: Instant::now(),
-            inner: Mutex::new(Inner::default()),
-        }
+        Recorder { started: Instant::now(), inner: Mutex::new(Inner::default()) }
     }
 
     #[cfg(test)]
@@ -140,15 +129,10 @@ impl Recorder {
         let latency = start.elapsed();
         let second = start.saturating_duration_since(self.started).as_secs() as usize;
         let mut inner = self.inner.lock().expect("recorder lock");
-        let entry = inner.names.entry(name).or_insert_with(|| NameStats {
-            total: Stats::new(total_histogram()),
-            seconds: Vec::new(),
-        });
+        let entry = inner.names.entry(name).or_insert_with(|| NameStats { total: Stats::new(total_histogram()), seconds: Vec::new() });
         entry.total.record(latency, &outcome);
         if entry.seconds.len() <= second {
-            entry
-                .seconds
-                .resize_with(second + 1, || Stats::new(second_histogram()));
+            entry.seconds.resize_with(second + 1, || Stats::new(second_histogram()));
         }
         entry.seconds[second].record(latency, &outcome);
     }
@@ -175,15 +159,7 @@ impl Recorder {
             names: inner
                 .names
                 .iter()
-                .map(|(name, s)| {
-                    (
-                        *name,
-                        NamedSnapshot {
-                            total: s.total.clone(),
-                            seconds: s.seconds.clone(),
-                        },
-                    )
-                })
+                .map(|(name, s)| (*name, NamedSnapshot { total: s.total.clone(), seconds: s.seconds.clone() }))
                 .collect(),
             dropped_iterations: inner.dropped_iterations,
             vus: inner.vus.clone(),
@@ -232,11 +208,7 @@ impl Snapshot {
 
     /// Length of the run in whole seconds, as far as requests were recorded.
     pub fn seconds(&self) -> usize {
-        self.names
-            .values()
-            .map(|s| s.seconds.len())
-            .max()
-            .unwrap_or(0)
+        self.names.values().map(|s| s.seconds.len()).max().unwrap_or(0)
     }
 }
 

@@ -34,21 +34,10 @@ pub fn write(dir: &Path, info: &RunInfo, outcome: &Outcome) -> anyhow::Result<St
     let snapshot = &outcome.snapshot;
     let text = k6_summary(info, outcome);
     fs::write(dir.join("summary.txt"), &text)?;
-    fs::write(
-        dir.join("summary.json"),
-        serde_json::to_string_pretty(&summary_json(info, outcome))?,
-    )?;
+    fs::write(dir.join("summary.json"), serde_json::to_string_pretty(&summary_json(info, outcome))?)?;
     fs::write(dir.join("timeseries.csv"), timeseries_csv(snapshot))?;
-    let title = format!(
-        "{}{}",
-        info.scenario,
-        if info.quick { " (quick)" } else { "" }
-    );
-    let series: Vec<TimeSeries> = snapshot
-        .names
-        .iter()
-        .map(|(name, s)| time_series(name, &s.seconds))
-        .collect();
+    let title = format!("{}{}", info.scenario, if info.quick { " (quick)" } else { "" });
+    let series: Vec<TimeSeries> = snapshot.names.iter().map(|(name, s)| time_series(name, &s.seconds)).collect();
     charts::latency_over_time(
         &dir.join("latency-over-time.png"),
         &format!("{title}: latency and throughput per second"),
@@ -56,16 +45,8 @@ pub fn write(dir: &Path, info: &RunInfo, outcome: &Outcome) -> anyhow::Result<St
         &outcome.markers,
         &[500.0, 1000.0],
     )?;
-    let dists: Vec<Distribution> = snapshot
-        .names
-        .iter()
-        .map(|(name, s)| distribution(name, &s.total))
-        .collect();
-    charts::latency_histogram(
-        &dir.join("latency-histogram.png"),
-        &format!("{title}: latency distribution"),
-        &dists,
-    )?;
+    let dists: Vec<Distribution> = snapshot.names.iter().map(|(name, s)| distribution(name, &s.total)).collect();
+    charts::latency_histogram(&dir.join("latency-histogram.png"), &format!("{title}: latency distribution"), &dists)?;
     fs::write(dir.join("summary.md"), markdown(info, outcome))?;
     Ok(text)
 }
@@ -110,83 +91,31 @@ fn k6_summary(info: &RunInfo, outcome: &Outcome) -> String {
     let total = snap.total(None);
     let secs = outcome.snapshot.elapsed.as_secs_f64().max(1e-9);
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "  scenario: {}{}",
-        info.scenario,
-        if info.quick { " (quick)" } else { "" }
-    );
+    let _ = writeln!(out, "  scenario: {}{}", info.scenario, if info.quick { " (quick)" } else { "" });
     let _ = writeln!(out, "  load:     {}\n", outcome.shape);
     for v in &outcome.verdicts {
-        let _ = writeln!(
-            out,
-            "  {} {}  ({})",
-            if v.ok { "✓" } else { "✗" },
-            v.rule,
-            measured(v)
-        );
+        let _ = writeln!(out, "  {} {}  ({})", if v.ok { "✓" } else { "✗" }, v.rule, measured(v));
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  {} {}",
-        dotted("http_req_duration"),
-        latency_line(&total)
-    );
+    let _ = writeln!(out, "  {} {}", dotted("http_req_duration"), latency_line(&total));
     for (name, s) in &snap.names {
-        let _ = writeln!(
-            out,
-            "    {} {}",
-            dotted(&format!("{{ name:{name} }}")),
-            latency_line(&s.total)
-        );
+        let _ = writeln!(out, "    {} {}", dotted(&format!("{{ name:{name} }}")), latency_line(&s.total));
     }
-    let _ = writeln!(
-        out,
-        "  {} {:.2}%  {} out of {}",
-        dotted("http_req_failed"),
-        total.failed_rate() * 100.0,
-        total.failed,
-        total.requests
-    );
-    let _ = writeln!(
-        out,
-        "  {} {}  {:.1}/s",
-        dotted("http_reqs"),
-        total.requests,
-        total.requests as f64 / secs
-    );
+    let _ =
+        writeln!(out, "  {} {:.2}%  {} out of {}", dotted("http_req_failed"), total.failed_rate() * 100.0, total.failed, total.requests);
+    let _ = writeln!(out, "  {} {}  {:.1}/s", dotted("http_reqs"), total.requests, total.requests as f64 / secs);
     for (name, s) in &snap.names {
-        let _ = writeln!(
-            out,
-            "    {} {}  {:.1}/s",
-            dotted(&format!("{{ name:{name} }}")),
-            s.total.requests,
-            s.total.requests as f64 / secs
-        );
+        let _ =
+            writeln!(out, "    {} {}  {:.1}/s", dotted(&format!("{{ name:{name} }}")), s.total.requests, s.total.requests as f64 / secs);
     }
-    let _ = writeln!(
-        out,
-        "  {} {}",
-        dotted("dropped_iterations"),
-        snap.dropped_iterations
-    );
+    let _ = writeln!(out, "  {} {}", dotted("dropped_iterations"), snap.dropped_iterations);
     if let Some(max) = snap.vus.iter().max() {
         let _ = writeln!(out, "  {} {max}", dotted("vus_max"));
     }
     for (kind, n) in &total.failures {
         let _ = writeln!(out, "  {} {n}", dotted(&format!("failure: {kind}")));
     }
-    let _ = writeln!(
-        out,
-        "\n  running ({:.1}s), {}",
-        secs,
-        if outcome.passed() {
-            "thresholds passed"
-        } else {
-            "THRESHOLDS FAILED"
-        }
-    );
+    let _ = writeln!(out, "\n  running ({:.1}s), {}", secs, if outcome.passed() { "thresholds passed" } else { "THRESHOLDS FAILED" });
     out
 }
 
@@ -211,11 +140,7 @@ fn stats_json(s: &Stats, secs: f64) -> Value {
 fn summary_json(info: &RunInfo, outcome: &Outcome) -> Value {
     let snap = &outcome.snapshot;
     let secs = outcome.snapshot.elapsed.as_secs_f64().max(1e-9);
-    let names: serde_json::Map<String, Value> = snap
-        .names
-        .iter()
-        .map(|(n, s)| (n.to_string(), stats_json(&s.total, secs)))
-        .collect();
+    let names: serde_json::Map<String, Value> = snap.names.iter().map(|(n, s)| (n.to_string(), stats_json(&s.total, secs))).collect();
     json!({
         "scenario": info.scenario,
         "quick": info.quick,
@@ -275,28 +200,16 @@ fn distribution(name: &str, s: &Stats) -> Distribution {
     const PER_DECADE: f64 = 10.0;
     let upper = |k: usize| 0.1 * 10f64.powf(k as f64 / PER_DECADE);
     let count = (PER_DECADE * (60_000.0f64 / 0.1).log10()).ceil() as usize + 1;
-    let mut buckets: Vec<Bucket> = (0..count)
-        .map(|k| Bucket {
-            upper_ms: upper(k),
-            count: 0,
-        })
-        .collect();
+    let mut buckets: Vec<Bucket> = (0..count).map(|k| Bucket { upper_ms: upper(k), count: 0 }).collect();
     for v in s.latency_us.iter_recorded() {
         let value_ms = v.value_iterated_to() as f64 / 1000.0;
-        let k = if value_ms <= 0.1 {
-            0
-        } else {
-            (PER_DECADE * (value_ms / 0.1).log10()).ceil() as usize
-        };
+        let k = if value_ms <= 0.1 { 0 } else { (PER_DECADE * (value_ms / 0.1).log10()).ceil() as usize };
         buckets[k.min(count - 1)].count += v.count_at_value();
     }
     // Trim empty buckets at both ends so the chart spans what happened.
     let first = buckets.iter().position(|b| b.count > 0).unwrap_or(0);
     let last = buckets.iter().rposition(|b| b.count > 0).unwrap_or(0);
-    Distribution {
-        name: name.to_string(),
-        buckets: buckets.drain(first.saturating_sub(1)..=last).collect(),
-    }
+    Distribution { name: name.to_string(), buckets: buckets.drain(first.saturating_sub(1)..=last).collect() }
 }
 
 fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
@@ -313,29 +226,16 @@ fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
     let _ = writeln!(md, "- Started {} UTC, ran {:.0} s.", info.started_utc, secs);
     let _ = writeln!(md, "- Load: {}", outcome.shape);
     let _ = writeln!(md, "- Conditions: {}\n", info.conditions);
-    let _ = writeln!(
-        md,
-        "## Criteria\n\n| criterion | measured | result |\n|---|---:|:---:|"
-    );
+    let _ = writeln!(md, "## Criteria\n\n| criterion | measured | result |\n|---|---:|:---:|");
     for v in &outcome.verdicts {
-        let _ = writeln!(
-            md,
-            "| `{}` | {} | {} |",
-            v.rule,
-            measured(v),
-            if v.ok { "pass" } else { "**FAIL**" }
-        );
+        let _ = writeln!(md, "| `{}` | {} | {} |", v.rule, measured(v), if v.ok { "pass" } else { "**FAIL**" });
     }
     let _ = writeln!(
         md,
         "\n## Requests\n\n| name | requests | per second | failed | p50 | p90 | p95 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let total = snap.total(None);
-    let rows = snap
-        .names
-        .iter()
-        .map(|(n, s)| (n.to_string(), &s.total))
-        .chain(std::iter::once(("all".to_string(), &total)));
+    let rows = snap.names.iter().map(|(n, s)| (n.to_string(), &s.total)).chain(std::iter::once(("all".to_string(), &total)));
     for (name, s) in rows {
         let _ = writeln!(
             md,
@@ -351,23 +251,11 @@ fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
         );
     }
     if snap.dropped_iterations > 0 {
-        let _ = writeln!(
-            md,
-            "\nDropped iterations (not sent: every virtual user busy): {}",
-            snap.dropped_iterations
-        );
+        let _ = writeln!(md, "\nDropped iterations (not sent: every virtual user busy): {}", snap.dropped_iterations);
     }
     if !total.failures.is_empty() {
-        let _ = writeln!(
-            md,
-            "\nFailures by kind: {}",
-            total
-                .failures
-                .iter()
-                .map(|(k, n)| format!("{k}: {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ =
+            writeln!(md, "\nFailures by kind: {}", total.failures.iter().map(|(k, n)| format!("{k}: {n}")).collect::<Vec<_>>().join(", "));
     }
     if !outcome.notes.is_empty() {
         let _ = writeln!(md, "\n## Findings\n");
@@ -375,11 +263,11 @@ fn markdown(info: &RunInfo, outcome: &Outcome) -> String {
             let _ = writeln!(md, "{note}\n");
         }
     }
-    let _ = writeln!(md, "\n## Charts\n\n![latency and throughput over time](latency-over-time.png)\n\n![latency histogram](latency-histogram.png)\n");
     let _ = writeln!(
         md,
-        "Raw figures: `summary.txt` (k6-style summary), `summary.json`, `timeseries.csv`."
+        "\n## Charts\n\n![latency and throughput over time](latency-over-time.png)\n\n![latency histogram](latency-histogram.png)\n"
     );
+    let _ = writeln!(md, "Raw figures: `summary.txt` (k6-style summary), `summary.json`, `timeseries.csv`.");
     md
 }
 
@@ -394,30 +282,14 @@ mod tests {
     fn histogram_buckets_hold_every_request_once() {
         let rec = Recorder::new();
         for _ in 0..10 {
-            rec.record(
-                "check",
-                std::time::Instant::now() - Duration::from_millis(2),
-                Ok(()),
-            );
+            rec.record("check", std::time::Instant::now() - Duration::from_millis(2), Ok(()));
         }
-        rec.record(
-            "check",
-            std::time::Instant::now() - Duration::from_millis(700),
-            Ok(()),
-        );
+        rec.record("check", std::time::Instant::now() - Duration::from_millis(700), Ok(()));
         let snap = rec.snapshot();
         let d = distribution("check", &snap.total(Some("check")));
         assert_eq!(d.buckets.iter().map(|b| b.count).sum::<u64>(), 11);
         assert!(d.buckets.windows(2).all(|w| w[0].upper_ms < w[1].upper_ms));
-        let slow = d
-            .buckets
-            .iter()
-            .find(|b| b.count == 1)
-            .expect("the 700 ms request");
-        assert!(
-            slow.upper_ms >= 700.0 && slow.upper_ms < 1000.0,
-            "{}",
-            slow.upper_ms
-        );
+        let slow = d.buckets.iter().find(|b| b.count == 1).expect("the 700 ms request");
+        assert!(slow.upper_ms >= 700.0 && slow.upper_ms < 1000.0, "{}", slow.upper_ms);
     }
 }

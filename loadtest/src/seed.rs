@@ -17,32 +17,19 @@ pub fn username(i: usize) -> String {
 }
 
 /// Creates users `loadtest-0..n`; what the database runs with, for the report.
-pub async fn users(
-    api: &Api,
-    admin_token: &str,
-    database_url: &str,
-    n: usize,
-) -> anyhow::Result<String> {
-    let (db, connection) = tokio_postgres::connect(database_url, NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
+pub async fn users(api: &Api, admin_token: &str, database_url: &str, n: usize) -> anyhow::Result<String> {
+    let (db, connection) = tokio_postgres::connect(database_url, NoTls).await.context("connecting to PostgreSQL")?;
     tokio::spawn(connection);
     api.create_user(admin_token, &username(0)).await?;
     let hash: String = db
-        .query_one(
-            "SELECT password_hash FROM users WHERE username = $1",
-            &[&username(0)],
-        )
+        .query_one("SELECT password_hash FROM users WHERE username = $1", &[&username(0)])
         .await
         .context("reading the first user's password hash")?
         .get(0);
     // UUIDv7 ids, as the backend makes them: the proxy's Bloom filter reads their time.
     let ids: Vec<uuid::Uuid> = (1..n).map(|_| uuid::Uuid::now_v7()).collect();
     let names: Vec<String> = (1..n).map(username).collect();
-    let emails: Vec<String> = names
-        .iter()
-        .map(|u| format!("{u}@loadtest.example"))
-        .collect();
+    let emails: Vec<String> = names.iter().map(|u| format!("{u}@loadtest.example")).collect();
     db.execute(
         "INSERT INTO users (id, username, email, password_hash, created_at, updated_at)
          SELECT id, username, email, $4, now(), now() FROM unnest($1::uuid[], $2::text[], $3::text[]) AS u(id, username, email)",
@@ -56,27 +43,18 @@ pub async fn users(
 /// The server version and the durability settings the write figures depend on.
 async fn database_settings(db: &tokio_postgres::Client) -> anyhow::Result<String> {
     let row = db
-        .query_one(
-            "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')",
-            &[],
-        )
+        .query_one("SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')", &[])
         .await
         .context("reading PostgreSQL's settings")?;
-    let (version, fsync, sync_commit): (String, String, String) =
-        (row.get(0), row.get(1), row.get(2));
-    Ok(format!(
-        "PostgreSQL {version} (fsync={fsync}, synchronous_commit={sync_commit})"
-    ))
+    let (version, fsync, sync_commit): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    Ok(format!("PostgreSQL {version} (fsync={fsync}, synchronous_commit={sync_commit})"))
 }
 
 /// Creates `n` OAuth clients through the admin API.
 pub async fn clients(api: &Api, admin_token: &str, n: usize) -> anyhow::Result<Vec<OAuthClient>> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        out.push(
-            api.create_client(admin_token, &format!("loadtest-client-{i}"))
-                .await?,
-        );
+        out.push(api.create_client(admin_token, &format!("loadtest-client-{i}")).await?);
     }
     Ok(out)
 }

@@ -8,10 +8,7 @@ use crate::metrics::Snapshot;
 #[derive(Clone, Copy, Debug)]
 pub enum Metric {
     /// Latency in ms at a percentile, of one request name or of all.
-    Duration {
-        name: Option<&'static str>,
-        percentile: f64,
-    },
+    Duration { name: Option<&'static str>, percentile: f64 },
     /// Share of requests that failed; over all names it includes dropped iterations,
     /// since a request the schedule called for and could not send is a failure too.
     FailedRate { name: Option<&'static str> },
@@ -28,24 +25,9 @@ pub struct Threshold {
 /// p95 < 500 ms, p99 < 1 s, and fewer than 0.1% of requests failed.
 pub fn acceptance_criteria(name: Option<&'static str>) -> Vec<Threshold> {
     vec![
-        Threshold {
-            metric: Metric::Duration {
-                name,
-                percentile: 95.0,
-            },
-            limit: 500.0,
-        },
-        Threshold {
-            metric: Metric::Duration {
-                name,
-                percentile: 99.0,
-            },
-            limit: 1000.0,
-        },
-        Threshold {
-            metric: Metric::FailedRate { name },
-            limit: 0.001,
-        },
+        Threshold { metric: Metric::Duration { name, percentile: 95.0 }, limit: 500.0 },
+        Threshold { metric: Metric::Duration { name, percentile: 99.0 }, limit: 1000.0 },
+        Threshold { metric: Metric::FailedRate { name }, limit: 0.001 },
     ]
 }
 
@@ -72,12 +54,7 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn new(rule: impl Into<String>, value: f64, unit: Unit, ok: bool) -> Verdict {
-        Verdict {
-            rule: rule.into(),
-            value,
-            unit,
-            ok,
-        }
+        Verdict { rule: rule.into(), value, unit, ok }
     }
 }
 
@@ -89,12 +66,7 @@ impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.metric {
             Metric::Duration { name, percentile } => {
-                write!(
-                    f,
-                    "http_req_duration{}: p({percentile})<{}",
-                    tag(name),
-                    self.limit
-                )
+                write!(f, "http_req_duration{}: p({percentile})<{}", tag(name), self.limit)
             }
             Metric::FailedRate { name } => {
                 write!(f, "http_req_failed{}: rate<{}", tag(name), self.limit)
@@ -109,11 +81,7 @@ impl Threshold {
             Metric::Duration { name, percentile } => snapshot.total(name).percentile_ms(percentile),
             Metric::FailedRate { name } => {
                 let stats = snapshot.total(name);
-                let dropped = if name.is_none() {
-                    snapshot.dropped_iterations
-                } else {
-                    0
-                };
+                let dropped = if name.is_none() { snapshot.dropped_iterations } else { 0 };
                 let attempted = stats.requests + dropped;
                 if attempted == 0 {
                     0.0
@@ -142,18 +110,9 @@ mod tests {
     #[test]
     fn reads_like_k6_and_fails_on_a_breach() {
         let rules = acceptance_criteria(Some("login"));
-        assert_eq!(
-            rules[0].to_string(),
-            "http_req_duration{name:login}: p(95)<500"
-        );
-        assert_eq!(
-            rules[2].to_string(),
-            "http_req_failed{name:login}: rate<0.001"
-        );
-        assert_eq!(
-            acceptance_criteria(None)[1].to_string(),
-            "http_req_duration: p(99)<1000"
-        );
+        assert_eq!(rules[0].to_string(), "http_req_duration{name:login}: p(95)<500");
+        assert_eq!(rules[2].to_string(), "http_req_failed{name:login}: rate<0.001");
+        assert_eq!(acceptance_criteria(None)[1].to_string(), "http_req_duration: p(99)<1000");
 
         let rec = Recorder::new();
         for _ in 0..999 {

@@ -62,12 +62,9 @@ pub fn init_logging(level: &str, service: &'static str, otlp: bool, otlp_logs: b
     let resource = || opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     let provider = if otlp {
         match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
-            Ok(exporter) => Some(
-                opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource())
-                    .build(),
-            ),
+            Ok(exporter) => {
+                Some(opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build())
+            }
             Err(e) => {
                 eprintln!("OTLP trace export is off: {e}");
                 None
@@ -77,19 +74,16 @@ pub fn init_logging(level: &str, service: &'static str, otlp: bool, otlp_logs: b
         None
     };
     // The log level filters log lines only: request spans are exported whatever it is.
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(tracing_subscriber::filter::LevelFilter::INFO));
     // Batched on the SDK's own thread, with a bounded queue (`OTEL_BLRP_*`): a slow or
     // absent log endpoint drops records rather than slowing requests.
     let logs = if otlp_logs {
         match opentelemetry_otlp::LogExporter::builder().with_http().build() {
-            Ok(exporter) => Some(
-                opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource())
-                    .build(),
-            ),
+            Ok(exporter) => {
+                Some(opentelemetry_sdk::logs::SdkLoggerProvider::builder().with_batch_exporter(exporter).with_resource(resource()).build())
+            }
             Err(e) => {
                 eprintln!("OTLP log export is off: {e}");
                 None
@@ -225,10 +219,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
+        line.insert("timestamp".into(), Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
         line.insert("level".into(), Value::from(event.metadata().level().as_str().to_ascii_lowercase()));
         // Span fields first (outermost to innermost), then the event's own.
         if let Some(scope) = ctx.event_scope(event) {

@@ -128,11 +128,7 @@ pub fn digests_match(a: &[u8], b: &[u8]) -> bool {
 
 /// A UUIDv7 for `now`: time-ordered, and carries its creation time like the tokens do.
 pub fn new_id(now: DateTime<Utc>) -> uuid::Uuid {
-    let ts = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        u64::try_from(now.timestamp()).unwrap_or(0),
-        now.timestamp_subsec_nanos(),
-    );
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, u64::try_from(now.timestamp()).unwrap_or(0), now.timestamp_subsec_nanos());
     uuid::Uuid::new_v7(ts)
 }
 

@@ -121,8 +121,12 @@ impl Config {
             backend_addr: env.parse(BACKEND_ADDR, "127.0.0.1:8081")?,
             backend_timeout: env.millis(BACKEND_TIMEOUT_MS, "10000")?,
             lookup_timeout: env.millis(LOOKUP_TIMEOUT_MS, "2000")?,
-            redis_url: cache::redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &env.get(REDIS_DB, "0"))
-                .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
+            redis_url: cache::redis_url(
+                &env.get(REDIS_HOST, "127.0.0.1:6379"),
+                env.raw(REDIS_PASSWORD).as_deref(),
+                &env.get(REDIS_DB, "0"),
+            )
+            .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
             redis_sentinel: SentinelConfig::parse(
                 env.raw(REDIS_SENTINELS),
                 env.get(REDIS_MASTER_NAME, "quantaid"),

@@ -26,6 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::prelude::timeout;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
@@ -33,7 +34,6 @@ use pingora::server::ShutdownWatch;
 use quantaid_protocol::wire::ErrorBody;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
-use pingora::prelude::timeout;
 use tokio::time::Instant;
 
 use crate::config::Config;
@@ -79,7 +79,8 @@ pub const HEAD_TOO_LARGE: Refusal = refusal(431, "invalid_request", "the request
 pub const TOO_MANY_HEADERS: Refusal = refusal(431, "invalid_request", "the request has too many header fields");
 pub const HEAD_TIMEOUT: Refusal = refusal(408, "invalid_request", "the request header was not received in time");
 pub const OBS_FOLD: Refusal = refusal(400, "invalid_request", "folded (obs-fold) header lines are not accepted");
-pub const BAD_CONTENT_LENGTH: Refusal = refusal(400, "invalid_request", "Content-Length is malformed, negative or given twice with different values");
+pub const BAD_CONTENT_LENGTH: Refusal =
+    refusal(400, "invalid_request", "Content-Length is malformed, negative or given twice with different values");
 pub const BAD_TRANSFER_ENCODING: Refusal = refusal(400, "invalid_request", "Transfer-Encoding must end in chunked, and only on HTTP/1.1");
 pub const MALFORMED: Refusal = refusal(400, "invalid_request", "the request header is malformed");
 pub const CONNECT: Refusal = refusal(405, "invalid_request", "CONNECT is not supported");
@@ -359,7 +360,8 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n"), None);
         // Empty lines before the request line do not end a head.
         assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.1\r\n"), None);
-        for partial in ["", "\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET /a|b HTTP/1.1\r\nX: 1\r\n", "GET / HTTP/1.1\r\nX-A: 1\r\nX-B"] {
+        for partial in ["", "\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\n", "GET /a|b HTTP/1.1\r\nX: 1\r\n", "GET / HTTP/1.1\r\nX-A: 1\r\nX-B"]
+        {
             assert_eq!(inspect(partial.as_bytes(), &LIMITS), Inspection::Partial, "{partial:?}");
         }
         // A folded line or too many lines are refused before the head is complete.

@@ -37,7 +37,10 @@ use crate::service::QuantaProxy;
 /// Builds the Pingora server: the proxy service, the maintenance service and the
 /// Prometheus service. `Server::run` starts them.
 pub fn build_server(config: Config) -> anyhow::Result<Server> {
-    let internal_token = config.internal_token.clone().context("QUANTAID_INTERNAL_TOKEN is required: the proxy uses it for the Bloom snapshot and forward-auth lookups")?;
+    let internal_token = config
+        .internal_token
+        .clone()
+        .context("QUANTAID_INTERNAL_TOKEN is required: the proxy uses it for the Bloom snapshot and forward-auth lookups")?;
     let config = Arc::new(config);
     let conf = ServerConf {
         threads: config.threads,
@@ -54,8 +57,8 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     server.bootstrap();
 
     let backend = BackendClient::new(config.backend_addr, config.lookup_timeout, &internal_token)?;
-    let target = quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref())
-        .map_err(anyhow::Error::msg)?;
+    let target =
+        quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
     let redis = RedisCache::new(target, config.redis_timeout, Breaker::new(config.breaker_failures, config.breaker_open));
     let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
 

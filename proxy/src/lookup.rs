@@ -119,7 +119,11 @@ pub struct Lookups {
 
 /// A live cache entry's answer: the stored body, or "not found" for a negative entry.
 fn cached_answer(body: String) -> Answer {
-    if body == NEGATIVE { Answer::NotFound } else { Answer::Found(body.into()) }
+    if body == NEGATIVE {
+        Answer::NotFound
+    } else {
+        Answer::Found(body.into())
+    }
 }
 
 /// A found answer's body as the type the backend wrote it as: `Ok(None)` when nothing was
@@ -130,7 +134,6 @@ pub fn found<T: serde::de::DeserializeOwned>(answer: Answer) -> std::result::Res
         _ => Ok(None),
     }
 }
-
 
 fn until(unix_secs: i64) -> Option<Duration> {
     let ms = unix_secs.saturating_mul(1000) - Utc::now().timestamp_millis();
@@ -322,7 +325,8 @@ impl Lookups {
                 StatusCode::OK => {
                     let text: Arc<str> = String::from_utf8_lossy(&reply.body).into();
                     let ttl = jittered_ttl(self.config.user_ttl, None);
-                    let fill = Fill { body: text.clone(), ttl, user_id: Some(user_id), created_ms: None, user_version: version, client_id: None };
+                    let fill =
+                        Fill { body: text.clone(), ttl, user_id: Some(user_id), created_ms: None, user_version: version, client_id: None };
                     Ok(Fetched { answer: Answer::Found(text), fill: Some(fill) })
                 }
                 StatusCode::NOT_FOUND => Ok(Fetched { answer: Answer::NotFound, fill: self.negative(Some(user_id), None, version) }),

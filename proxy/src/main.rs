@@ -9,7 +9,8 @@ use quantaid_proxy::config::Config;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    let _telemetry = quantaid_protocol::telemetry::init_logging(&config.log_level, "quantaid-proxy", config.otlp_enabled, config.otlp_logs_enabled);
+    let _telemetry =
+        quantaid_protocol::telemetry::init_logging(&config.log_level, "quantaid-proxy", config.otlp_enabled, config.otlp_logs_enabled);
     let server = quantaid_proxy::build_server(config)?;
     server.run(RunArgs::default());
     Ok(())

@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge,
 };
 use quantaid_protocol::metrics::{method_label, status_label};
 use quantaid_protocol::process::ProcessCollector;
@@ -78,32 +78,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["kind"]
         )
         .expect(failed),
-        cache_misses: register_int_counter_vec!(
-            "quantaid_cache_misses_total",
-            "Lookups Redis could not answer, by kind.",
-            &["kind"]
-        )
-        .expect(failed),
+        cache_misses: register_int_counter_vec!("quantaid_cache_misses_total", "Lookups Redis could not answer, by kind.", &["kind"])
+            .expect(failed),
         cache_fallback: register_int_counter!(
             "quantaid_cache_fallback_total",
             "Lookups answered by the backend because Redis failed, timed out or its breaker was open."
         )
         .expect(failed),
-        redis_up: register_int_gauge!("quantaid_redis_up", "1 while the Redis circuit is closed, 0 while open.")
-            .expect(failed),
-        redis_memory_used: register_int_gauge!(
-            "quantaid_redis_memory_used_bytes",
-            "used_memory from Redis INFO memory."
-        )
-        .expect(failed),
+        redis_up: register_int_gauge!("quantaid_redis_up", "1 while the Redis circuit is closed, 0 while open.").expect(failed),
+        redis_memory_used: register_int_gauge!("quantaid_redis_memory_used_bytes", "used_memory from Redis INFO memory.").expect(failed),
         bloom_rejections: register_int_counter_vec!(
             "quantaid_bloom_rejections_total",
             "Lookups answered 'not found' without Redis or the backend, by reason (absent, malformed).",
             &["reason"]
         )
         .expect(failed),
-        bloom_keys: register_int_gauge!("quantaid_bloom_keys", "Keys inserted into the current Bloom filter.")
-            .expect(failed),
+        bloom_keys: register_int_gauge!("quantaid_bloom_keys", "Keys inserted into the current Bloom filter.").expect(failed),
         singleflight_coalesced: register_int_counter!(
             "quantaid_singleflight_coalesced_total",
             "Cache misses that waited for another request's backend call instead of making their own."

@@ -14,9 +14,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::cache::hex_digest;
 use quantaid_protocol::credential::presented_credential;
-use quantaid_protocol::oauth_form::{content_type_is, presented_client, ClientAuthError, Form, FORM_CONTENT_TYPE};
 use quantaid_protocol::forwarded;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
+use quantaid_protocol::oauth_form::{content_type_is, presented_client, ClientAuthError, Form, FORM_CONTENT_TYPE};
 use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 use quantaid_protocol::token::{self, TokenKind};
 use quantaid_protocol::wire::{ErrorBody, Introspection, SessionView};
@@ -93,7 +93,14 @@ async fn respond_error(session: &mut Session, ctx: &mut RequestCtx, status: Stat
 }
 
 async fn unavailable(session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-    respond_error(session, ctx, StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the identity backend is not answering; retry shortly").await
+    respond_error(
+        session,
+        ctx,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        "the identity backend is not answering; retry shortly",
+    )
+    .await
 }
 
 impl QuantaProxy {
@@ -121,14 +128,18 @@ impl QuantaProxy {
             }),
             Some(TokenKind::Access) => self.lookups.token(&credential, trace).await.and_then(|answer| {
                 found::<Introspection>(answer).map(|token| {
-                    token.map(|t| [t.user_id().unwrap_or_default().to_string(), t.client_id.unwrap_or_default(), t.scope.unwrap_or_default()])
+                    token.map(|t| {
+                        [t.user_id().unwrap_or_default().to_string(), t.client_id.unwrap_or_default(), t.scope.unwrap_or_default()]
+                    })
                 })
             }),
             _ => Ok(None),
         };
         let [user, client, scopes] = match identity {
             Ok(Some(identity)) => identity,
-            Ok(None) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
+            Ok(None) => {
+                return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await
+            }
             Err(Unavailable) => return unavailable(session, ctx).await,
         };
         let headers = [("x-quantaid-user-id", user), ("x-quantaid-client-id", client), ("x-quantaid-scopes", scopes)];
@@ -142,7 +153,9 @@ impl QuantaProxy {
         };
         let caller = match self.lookups.caller(&credential, Some(&ctx.traceparent)).await {
             Ok(Some(caller)) => caller,
-            Ok(None) => return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await,
+            Ok(None) => {
+                return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await
+            }
             Err(Unavailable) => return unavailable(session, ctx).await,
         };
         let Ok(id) = uuid::Uuid::parse_str(raw_id) else {
@@ -237,11 +250,13 @@ impl QuantaProxy {
             Ok(reply) => {
                 let status = reply.status;
                 let body = reply.body.clone();
-                let introspector = reply.headers.get(INTROSPECTOR_HEADER).and_then(|v| v.to_str().ok()).and_then(Introspector::from_header_value);
+                let introspector =
+                    reply.headers.get(INTROSPECTOR_HEADER).and_then(|v| v.to_str().ok()).and_then(Introspector::from_header_value);
                 if let (StatusCode::OK, Some(introspector)) = (status, introspector) {
                     // A caller that may not see every token can get an inactive answer
                     // for a live token: that one is not the token's answer, not cached.
-                    let complete = serde_json::from_slice::<Introspection>(&body).is_ok_and(|answer| introspector.answer_is_complete(&answer));
+                    let complete =
+                        serde_json::from_slice::<Introspection>(&body).is_ok_and(|answer| introspector.answer_is_complete(&answer));
                     if complete {
                         self.lookups.fill_token_from(&presented, reply).await;
                     }
@@ -391,7 +406,13 @@ impl ProxyHttp for QuantaProxy {
 
     /// A passed-through body that trickles in past the body deadline ends the request
     /// (`408`, see `fail_to_proxy`).
-    async fn request_body_filter(&self, session: &mut Session, _body: &mut Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if !end_of_stream && !within_body_deadline(session, ctx) {
             let mut e = Error::explain(ErrorType::ReadTimedout, "request body deadline passed");
             e.as_down();

@@ -84,7 +84,11 @@ impl TestApp {
         let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            if let Err(e) = quantaid_backend::run(api, metrics, config, async { let _ = rx.await; }).await {
+            if let Err(e) = quantaid_backend::run(api, metrics, config, async {
+                let _ = rx.await;
+            })
+            .await
+            {
                 eprintln!("backend exited: {e:#}");
             }
         });
@@ -160,8 +164,7 @@ impl TestApp {
     }
 
     pub async fn introspect(&self, client: &(String, String), token: &str) -> Value {
-        let (status, body) =
-            json_of(self.post_form("/oauth/introspect", Some((&client.0, &client.1)), &[("token", token)]).await).await;
+        let (status, body) = json_of(self.post_form("/oauth/introspect", Some((&client.0, &client.1)), &[("token", token)]).await).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }

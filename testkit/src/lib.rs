@@ -9,8 +9,8 @@
 //! ```
 
 mod link;
-mod process;
 mod postgres;
+mod process;
 mod redis;
 
 pub use link::Link;

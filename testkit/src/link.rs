@@ -47,13 +47,11 @@ impl Link {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect_timeout(&([127, 0, 0, 1], target).into(), Duration::from_secs(2))
-                else {
+                let Ok(server) = TcpStream::connect_timeout(&([127, 0, 0, 1], target).into(), Duration::from_secs(2)) else {
                     continue;
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) =
-                    (client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone())
+                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone())
                 else {
                     continue;
                 };

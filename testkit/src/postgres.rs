@@ -90,11 +90,7 @@ impl Postgres {
         let identity = server_identity()?;
         let dir = owned_scratch_dir("pg", identity)?;
         let data = dir.join("data");
-        run(
-            &bin.join("initdb"),
-            &["-D", &data.to_string_lossy(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-            identity,
-        )?;
+        run(&bin.join("initdb"), &["-D", &data.to_string_lossy(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], identity)?;
         Self::serve(dir, identity, "")
     }
 
@@ -109,14 +105,25 @@ impl Postgres {
         let primary_port = self.port.to_string();
         run(
             &bin.join("pg_basebackup"),
-            &["-h", self.host(), "-p", &primary_port, "-U", "postgres", "-D", &data.to_string_lossy(), "-X", "stream", "--checkpoint=fast", "--no-sync"],
+            &[
+                "-h",
+                self.host(),
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                &data.to_string_lossy(),
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
             identity,
         )?;
         write_owned(&data.join("standby.signal"), "", identity)?;
-        let standby = format!(
-            "primary_conninfo = 'host={} port={primary_port} user=postgres application_name={application_name}'\n",
-            self.host()
-        );
+        let standby =
+            format!("primary_conninfo = 'host={} port={primary_port} user=postgres application_name={application_name}'\n", self.host());
         Self::serve(dir, identity, &standby)
     }
 

@@ -13,9 +13,9 @@ use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use quantaid_protocol::credential::presented_credential;
 use quantaid_protocol::oauth_form::{content_type_is, Form, FORM_CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -43,9 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 async fn read_text(body: Body, limit: usize) -> Result<String, ApiError> {
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes")))
-        }
+        Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))),
         Err(_) => return Err(ApiError::InvalidRequest("the request body could not be read".into())),
     };
     String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::InvalidRequest("request body is not valid UTF-8".into()))

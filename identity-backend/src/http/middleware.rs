@@ -9,11 +9,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use quantaid_protocol::forwarded::{self, IpNet};
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::telemetry::{continue_trace, new_trace_id, parse_traceparent};
 use crate::SharedState;
+use quantaid_protocol::forwarded::{self, IpNet};
 
 /// Nothing a client asks of the backend may take longer than this; a stuck request
 /// ends as a 503 rather than holding its connection forever.

@@ -16,8 +16,8 @@ use crate::auth::Admin;
 use crate::db::Query;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, RequestContext};
-use crate::revocation;
 use crate::oauth::SUPPORTED_GRANTS;
+use crate::revocation;
 use crate::security::token::{self, new_id, TokenKind};
 use crate::users::caller_label;
 use crate::SharedState;
@@ -33,10 +33,8 @@ const SET_DISABLED: Query = Query {
     sql: "UPDATE oauth_clients SET disabled = $2 WHERE client_id = $1
           RETURNING client_id, name, grant_types, scopes, redirect_uris, created_at, disabled",
 };
-const SET_SECRET: Query = Query {
-    name: "client_set_secret",
-    sql: "UPDATE oauth_clients SET secret_digest = $2 WHERE client_id = $1 RETURNING client_id",
-};
+const SET_SECRET: Query =
+    Query { name: "client_set_secret", sql: "UPDATE oauth_clients SET secret_digest = $2 WHERE client_id = $1 RETURNING client_id" };
 
 fn client_json(r: &tokio_postgres::Row) -> serde_json::Value {
     json!({
@@ -158,11 +156,8 @@ pub async fn create(
     let client_id = new_id(now).to_string();
     let secret = token::generate(TokenKind::ClientSecret, now);
     let conn = state.db.conn().await?;
-    conn.execute(
-        &INSERT_CLIENT,
-        &[&client_id, &token::digest(&secret), &name, &body.grant_types, &body.scopes, &body.redirect_uris, &now],
-    )
-    .await?;
+    conn.execute(&INSERT_CLIENT, &[&client_id, &token::digest(&secret), &name, &body.grant_types, &body.scopes, &body.redirect_uris, &now])
+        .await?;
     let details = json!({"client_id": client_id, "by": caller_label(&caller)});
     audit::record(&conn, None, Action::ClientCreate, ctx.client_ip, details).await?;
     let body = json!({

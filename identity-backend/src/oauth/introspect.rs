@@ -22,14 +22,9 @@ use crate::{revocation, SharedState};
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::wire::Introspection;
 
-const TOKEN_OWNER_BY_ACCESS: Query = Query {
-    name: "token_owner_by_access",
-    sql: "SELECT id, family_id, client_id, user_id FROM oauth_tokens WHERE access_token = $1",
-};
-const USERNAME_BY_ID: Query = Query {
-    name: "username_by_id",
-    sql: "SELECT username, email FROM users WHERE id = $1 AND NOT disabled",
-};
+const TOKEN_OWNER_BY_ACCESS: Query =
+    Query { name: "token_owner_by_access", sql: "SELECT id, family_id, client_id, user_id FROM oauth_tokens WHERE access_token = $1" };
+const USERNAME_BY_ID: Query = Query { name: "username_by_id", sql: "SELECT username, email FROM users WHERE id = $1 AND NOT disabled" };
 
 /// `POST /oauth/introspect` (form `token=`, optional `token_type_hint`): the caller
 /// authenticates as a client, and sees what `quantaid_protocol::introspection` lets it
@@ -68,8 +63,7 @@ pub async fn introspection(conn: &Conn<'_>, presented: &str, now: DateTime<Utc>)
                 return Ok(Introspection::inactive());
             };
             let (client_id, user_id, scope): (String, Option<Uuid>, String) = (row.get(2), row.get(3), row.get(4));
-            let (expires, rotated, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) =
-                (row.get(5), row.get(6), row.get(7));
+            let (expires, rotated, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) = (row.get(5), row.get(6), row.get(7));
             let Some(exp) = expires.filter(|e| *e > now && rotated.is_none() && !revoked) else {
                 return Ok(Introspection::inactive());
             };
@@ -97,12 +91,7 @@ pub async fn introspection(conn: &Conn<'_>, presented: &str, now: DateTime<Utc>)
 
 /// `POST /oauth/revoke` (RFC 7009): `200` whether or not the token was live. Revoking
 /// an access token ends its issuance; revoking a refresh token ends its whole family.
-pub async fn revoke(
-    State(state): State<SharedState>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    form: FormBody,
-) -> ApiResult<Response> {
+pub async fn revoke(State(state): State<SharedState>, ctx: RequestContext, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
     let conn = state.db.conn().await?;
     let client = authenticate_client(&conn, &headers, &form).await?;
     let presented = form.require("token")?;
@@ -114,8 +103,7 @@ pub async fn revoke(
         _ => None,
     };
     if let Some(row) = row {
-        let (id, family_id, owner, user_id): (Uuid, Uuid, String, Option<Uuid>) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (id, family_id, owner, user_id): (Uuid, Uuid, String, Option<Uuid>) = (row.get(0), row.get(1), row.get(2), row.get(3));
         if owner != client.client_id {
             return Err(ApiError::Forbidden("the token was issued to another client"));
         }
@@ -125,7 +113,8 @@ pub async fn revoke(
             revocation::revoke_token(&state, &conn, id).await?
         };
         if revoked {
-            let details = json!({"client_id": owner, "token_type": if kind == Some(TokenKind::Refresh) { "refresh_token" } else { "access_token" }});
+            let details =
+                json!({"client_id": owner, "token_type": if kind == Some(TokenKind::Refresh) { "refresh_token" } else { "access_token" }});
             audit::record(&conn, user_id, Action::TokenRevoke, ctx.client_ip, details).await?;
         }
     }
@@ -151,10 +140,7 @@ pub async fn metadata(State(state): State<SharedState>) -> Json<Value> {
 }
 
 /// `GET /v1/userinfo` with a user's access token.
-pub async fn userinfo(
-    State(state): State<SharedState>,
-    Authenticated(caller): Authenticated,
-) -> ApiResult<Json<Value>> {
+pub async fn userinfo(State(state): State<SharedState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Value>> {
     let Caller::AccessToken(t) = caller else {
         return Err(ApiError::Unauthorized("an access token is required"));
     };

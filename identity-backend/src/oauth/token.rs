@@ -117,12 +117,7 @@ async fn issue_new(
 }
 
 /// `POST /oauth/token`.
-pub async fn token(
-    State(state): State<SharedState>,
-    ctx: RequestContext,
-    headers: HeaderMap,
-    form: FormBody,
-) -> ApiResult<Response> {
+pub async fn token(State(state): State<SharedState>, ctx: RequestContext, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
     let grant_type = form.require("grant_type")?.to_string();
     let conn = state.db.conn().await?;
     let client = authenticate_client(&conn, &headers, &form).await?;
@@ -203,8 +198,7 @@ async fn refresh(
     let row = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await?.ok_or(invalid)?;
     let (id, family_id, owner, user_id, scope): (Uuid, Uuid, String, Option<Uuid>, String) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let (expires_at, rotated_at, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) =
-        (row.get(5), row.get(6), row.get(7));
+    let (expires_at, rotated_at, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) = (row.get(5), row.get(6), row.get(7));
     if owner != client.client_id {
         return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
     }
@@ -235,27 +229,13 @@ async fn refresh(
     let rotated = conn
         .query_opt(
             &ROTATE,
-            &[
-                &id,
-                &new_id(now),
-                &token::digest(&access),
-                &token::digest(&next_refresh),
-                &scope,
-                &expires_at,
-                &refresh_expires_at,
-                &now,
-            ],
+            &[&id, &new_id(now), &token::digest(&access), &token::digest(&next_refresh), &scope, &expires_at, &refresh_expires_at, &now],
         )
         .await?;
     if rotated.is_none() {
         // Another request rotated it first: this is a second use of the same token.
         return reuse_detected(state, conn, family_id, user_id, &owner, ip).await;
     }
-    let issued = Issued {
-        access_token: access,
-        refresh_token: Some(next_refresh),
-        scope,
-        expires_in: (expires_at - now).num_seconds(),
-    };
+    let issued = Issued { access_token: access, refresh_token: Some(next_refresh), scope, expires_in: (expires_at - now).num_seconds() };
     Ok((issued, user_id))
 }

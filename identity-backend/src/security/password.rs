@@ -34,9 +34,7 @@ pub struct PasswordHasher {
 pub fn check_policy(password: &str) -> ApiResult<()> {
     let chars = password.chars().count();
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
-        return Err(ApiError::InvalidRequest(format!(
-            "password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
-        )));
+        return Err(ApiError::InvalidRequest(format!("password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters")));
     }
     if password.trim().is_empty() {
         return Err(ApiError::InvalidRequest("password must not be only whitespace".into()));
@@ -45,14 +43,9 @@ pub fn check_policy(password: &str) -> ApiResult<()> {
 }
 
 impl PasswordHasher {
-    pub fn new(
-        cfg: &Argon2Config,
-        workers: usize,
-        queue: usize,
-        rejections: prometheus::IntCounter,
-    ) -> anyhow::Result<Self> {
-        let params = Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    pub fn new(cfg: &Argon2Config, workers: usize, queue: usize, rejections: prometheus::IntCounter) -> anyhow::Result<Self> {
+        let params =
+            Params::new(cfg.memory_kib, cfg.iterations, cfg.parallelism, None).map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash = hash_blocking(&argon2, "quantaid-dummy-password")?;
         Ok(PasswordHasher {

@@ -86,8 +86,14 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     // Loopback is trusted by default: the sidecar proxy's X-Forwarded-For is used.
     let app = TestApp::start().await;
     app.create_user("alice").await;
-    let r = app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", "203.0.113.7")
-        .json(&json!({"username": "alice", "password": PASSWORD})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let page = audit(&app, "ip_address=203.0.113.7").await;
     assert_eq!(actions(&page), ["login.success"]);
@@ -95,8 +101,13 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     // With no trusted proxies, the header is ignored.
     let app = TestApp::with(&[(config::TRUSTED_PROXIES, "10.99.0.0/16")]).await;
     app.create_user("alice").await;
-    app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", "203.0.113.7")
-        .json(&json!({"username": "alice", "password": PASSWORD})).send().await.unwrap();
+    app.http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(audit(&app, "ip_address=203.0.113.7").await["items"], json!([]));
     assert_eq!(actions(&audit(&app, "ip_address=127.0.0.1&action=login.success").await), ["login.success"]);
 }
@@ -108,8 +119,7 @@ async fn every_issuance_is_audited_once_with_its_grant() {
     let client = app.create_client(&["client_credentials", "password", "refresh_token"], &["read"]).await;
     let (status, _) = app.token(&client, &[("grant_type", "client_credentials")]).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, t) =
-        app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await;
+    let (status, t) = app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD)]).await;
     assert_eq!(status, StatusCode::OK, "{t}");
     let refresh = t["refresh_token"].as_str().unwrap();
     let (status, _) = app.token(&client, &[("grant_type", "refresh_token"), ("refresh_token", refresh)]).await;
@@ -128,11 +138,7 @@ async fn every_issuance_is_audited_once_with_its_grant() {
     grants.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         grants,
-        [
-            ("client_credentials".to_string(), Value::Null),
-            ("password".to_string(), json!(id)),
-            ("refresh_token".to_string(), json!(id)),
-        ]
+        [("client_credentials".to_string(), Value::Null), ("password".to_string(), json!(id)), ("refresh_token".to_string(), json!(id)),]
     );
 }
 
@@ -168,8 +174,14 @@ async fn forwarded_for_stops_at_the_first_untrusted_or_unparsable_hop() {
         ("[2001:db8::1]:443", "2001:db8::1"),
     ];
     for (xff, expected) in cases {
-        let r = app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", xff)
-            .json(&json!({"username": "alice", "password": "wrong password"})).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/auth/login"))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"username": "alice", "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{xff}");
         let page = audit(&app, &format!("user_id={id}&action=login.failure&limit=1")).await;
         assert_eq!(page["items"][0]["ip_address"], expected, "{xff}");
@@ -178,8 +190,14 @@ async fn forwarded_for_stops_at_the_first_untrusted_or_unparsable_hop() {
     }
     // An unparsable hop right of any untrusted one: the nearest known address (the
     // trusted proxy) is all that can be said.
-    let r = app.http.post(app.url("/v1/auth/login")).header("x-forwarded-for", "203.0.113.5, garbage")
-        .json(&json!({"username": "alice", "password": "wrong password"})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.5, garbage")
+        .json(&json!({"username": "alice", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let page = audit(&app, &format!("user_id={id}&action=login.failure&limit=1")).await;
     assert_eq!(page["items"][0]["ip_address"], "127.0.0.1");

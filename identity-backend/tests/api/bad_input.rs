@@ -21,7 +21,14 @@ async fn json_endpoints(app: &TestApp) -> Vec<(Method, String, Option<String>)> 
     ]
 }
 
-async fn send(app: &TestApp, method: &Method, path: &str, bearer: &Option<String>, content_type: &str, body: Vec<u8>) -> (StatusCode, String) {
+async fn send(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    bearer: &Option<String>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, String) {
     let r = app.request(method.clone(), path, bearer.as_deref()).header("content-type", content_type).body(body).send().await.unwrap();
     let status = r.status();
     let (_, err) = json_of(r).await;
@@ -98,14 +105,29 @@ async fn form_endpoints_reject_bad_bodies() {
             ("application/x-www-form-urlencoded", vec![b'a'; 70_000], StatusCode::PAYLOAD_TOO_LARGE),
         ];
         for (ct, body, expected) in cases {
-            let r = app.http.post(app.url(path)).basic_auth(&client.0, Some(&client.1)).header("content-type", ct).body(body).send().await.unwrap();
+            let r = app
+                .http
+                .post(app.url(path))
+                .basic_auth(&client.0, Some(&client.1))
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status();
             let (_, err) = json_of(r).await;
             assert_eq!(status, expected, "{path} {ct}: {err}");
             assert_eq!(err["error"], "invalid_request");
         }
         // Garbage client credentials.
-        let r = app.http.post(app.url(path)).header("authorization", "Basic !!!").form(&[("token", "x"), ("grant_type", "client_credentials")]).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url(path))
+            .header("authorization", "Basic !!!")
+            .form(&[("token", "x"), ("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "invalid_client");
     }
 }
@@ -151,7 +173,11 @@ async fn nul_bytes_are_refused_before_sql() {
         ("/v1/auth/mfa/verify", None, json!({"mfa_token": nul, "code": "123456"})),
         ("/v1/users", Some(ADMIN_TOKEN), json!({"username": nul, "email": "x@example.com", "password": PASSWORD})),
         ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": nul, "grant_types": ["client_credentials"]})),
-        ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": "n", "grant_types": ["client_credentials"], "redirect_uris": [format!("https://x/{nul}")]})),
+        (
+            "/v1/clients",
+            Some(ADMIN_TOKEN),
+            json!({"name": "n", "grant_types": ["client_credentials"], "redirect_uris": [format!("https://x/{nul}")]}),
+        ),
         ("/v1/clients", Some(ADMIN_TOKEN), json!({"name": "n", "grant_types": ["client_credentials"], "scopes": [nul]})),
     ];
     for (path, bearer, body) in json_cases {

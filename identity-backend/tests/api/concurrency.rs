@@ -67,7 +67,13 @@ async fn concurrent_mfa_verification_of_one_challenge_yields_one_session() {
     let (_, e) = json_of(app.post_json(&format!("/v1/users/{id}/mfa/totp"), Some(&session), json!({})).await).await;
     let secret = base32_decode(e["secret"].as_str().unwrap());
     let step = totp::step_at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
-    let r = app.post_json(&format!("/v1/users/{id}/mfa/totp/confirm"), Some(&session), json!({"code": format!("{:06}", totp::hotp(&secret, step, 6))})).await;
+    let r = app
+        .post_json(
+            &format!("/v1/users/{id}/mfa/totp/confirm"),
+            Some(&session),
+            json!({"code": format!("{:06}", totp::hotp(&secret, step, 6))}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let (_, login) = json_of(app.post_json("/v1/auth/login", None, json!({"username": "alice", "password": PASSWORD})).await).await;
     let challenge = login["mfa_token"].as_str().unwrap().to_string();

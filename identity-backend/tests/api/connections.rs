@@ -54,8 +54,7 @@ async fn silent_slow_and_idle_connections_are_closed() {
             }
         }
     };
-    let (silent_closed, idle_closed, ()) =
-        tokio::join!(closed_within(&mut silent, limit), closed_within(&mut idle, limit), drip);
+    let (silent_closed, idle_closed, ()) = tokio::join!(closed_within(&mut silent, limit), closed_within(&mut idle, limit), drip);
     let slow_closed = closed_within(&mut slow, Duration::from_millis(100)).await;
     assert!(silent_closed.is_some(), "a connection that sent nothing was kept open for {limit:?}");
     assert!(idle_closed.is_some(), "an idle keep-alive connection was kept open for {limit:?}");

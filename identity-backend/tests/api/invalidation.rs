@@ -54,7 +54,12 @@ async fn revocations_write_markers_before_returning() {
 
     // A user change bumps the user's version.
     let v0: Option<i64> = r.get(cache::user_version_key(&id)).await.unwrap();
-    let resp = app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"email": "new@example.com"})).send().await.unwrap();
+    let resp = app
+        .request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN))
+        .json(&json!({"email": "new@example.com"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let v1: i64 = r.get(cache::user_version_key(&id)).await.unwrap();
     assert_eq!(v1, v0.unwrap_or(0) + 1);
@@ -133,7 +138,14 @@ async fn bloom_snapshot_lists_live_keys_only_and_needs_the_internal_token() {
     // Introspection for the proxy, without client authentication.
     let client = app.create_client(&["client_credentials"], &["read"]).await;
     let (_, t) = app.token(&client, &[("grant_type", "client_credentials")]).await;
-    let r = app.http.post(app.url("/internal/v1/introspect")).bearer_auth(INTERNAL_TOKEN).form(&[("token", t["access_token"].as_str().unwrap())]).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/internal/v1/introspect"))
+        .bearer_auth(INTERNAL_TOKEN)
+        .form(&[("token", t["access_token"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
     let (status, info) = json_of(r).await;
     assert_eq!((status, info["active"].as_bool()), (StatusCode::OK, Some(true)));
     let r = app.http.post(app.url("/internal/v1/introspect")).form(&[("token", "x")]).send().await.unwrap();

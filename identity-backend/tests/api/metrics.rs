@@ -20,7 +20,11 @@ async fn unknown_methods_and_paths(app: &TestApp, round: &str, rounds: usize) {
     for i in 0..rounds {
         let method = Method::from_bytes(format!("VERB{round}X{i}").as_bytes()).unwrap();
         app.http.request(method, app.url(&format!("/nope/{round}/{i}"))).send().await.unwrap();
-        app.http.request(Method::from_bytes(format!("PROBE{round}{i}").as_bytes()).unwrap(), app.url("/v1/auth/login")).send().await.unwrap();
+        app.http
+            .request(Method::from_bytes(format!("PROBE{round}{i}").as_bytes()).unwrap(), app.url("/v1/auth/login"))
+            .send()
+            .await
+            .unwrap();
         app.http.get(app.url(&format!("/v1/users/{i}/x{round}"))).send().await.unwrap();
     }
 }

@@ -137,7 +137,8 @@ async fn verify(app: &TestApp, challenge: &str, code: &str) -> reqwest::Response
 }
 
 async fn audit_count(app: &TestApp, user_id: &str, action: &str) -> usize {
-    let (status, page) = json_of(app.get(&format!("/v1/audit-logs?user_id={user_id}&action={action}&limit=500"), Some(ADMIN_TOKEN)).await).await;
+    let (status, page) =
+        json_of(app.get(&format!("/v1/audit-logs?user_id={user_id}&action={action}&limit=500"), Some(ADMIN_TOKEN)).await).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     page["items"].as_array().unwrap().len()
 }
@@ -217,8 +218,14 @@ async fn mfa_failures_are_throttled_per_ip() {
     assert_eq!(error_of(r, StatusCode::TOO_MANY_REQUESTS).await, "too_many_attempts");
     // Another client address (through the trusted local proxy) has its own budget.
     let challenge = login_challenge(&app, "bob").await;
-    let r = app.http.post(app.url("/v1/auth/mfa/verify")).header("x-forwarded-for", "203.0.113.9")
-        .json(&json!({"mfa_token": challenge, "code": code(&bob_secret, now_step() + 1)})).send().await.unwrap();
+    let r = app
+        .http
+        .post(app.url("/v1/auth/mfa/verify"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"mfa_token": challenge, "code": code(&bob_secret, now_step() + 1)}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 

@@ -28,7 +28,8 @@ async fn client_credentials_with_basic_or_body_auth() {
 
     // Only digests are stored.
     let pg = app.pg().await;
-    let rows: i64 = pg.query_one("SELECT count(*) FROM oauth_tokens WHERE access_token = sha256($1::text::bytea)", &[&access]).await.unwrap().get(0);
+    let rows: i64 =
+        pg.query_one("SELECT count(*) FROM oauth_tokens WHERE access_token = sha256($1::text::bytea)", &[&access]).await.unwrap().get(0);
     assert_eq!(rows, 1);
     assert_eq!(app.metric("quantaid_oauth_tokens_issued_total{grant_type=\"client_credentials\"}").await, 2.0);
 }
@@ -44,12 +45,18 @@ async fn token_endpoint_errors() {
     let r = app.post_form("/oauth/token", None, &[("grant_type", "client_credentials")]).await;
     assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "invalid_client");
     // Two authentication methods at once.
-    let r = app.post_form("/oauth/token", Some((&client.0, &client.1)), &[("grant_type", "client_credentials"), ("client_secret", &client.1)]).await;
+    let r = app
+        .post_form("/oauth/token", Some((&client.0, &client.1)), &[("grant_type", "client_credentials"), ("client_secret", &client.1)])
+        .await;
     assert_eq!(error_of(r, StatusCode::BAD_REQUEST).await, "invalid_request");
     let (status, e) = app.token(&client, &[("grant_type", "authorization_code")]).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")));
     let (status, e) = app.token(&client, &[("grant_type", "password"), ("username", "x"), ("password", "y")]).await;
-    assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")), "grant not allowed for this client");
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")),
+        "grant not allowed for this client"
+    );
     let (status, e) = app.token(&client, &[("grant_type", "client_credentials"), ("scope", "read admin")]).await;
     assert_eq!((status, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
     let (status, e) = app.token(&client, &[("scope", "read")]).await;
@@ -104,7 +111,8 @@ async fn password_grant_refresh_rotation_and_reuse_detection() {
     let app = TestApp::start().await;
     let user_id = app.create_user("alice").await;
     let client = app.create_client(&["password", "refresh_token"], &["read", "write"]).await;
-    let (status, t1) = app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD), ("scope", "read write")]).await;
+    let (status, t1) =
+        app.token(&client, &[("grant_type", "password"), ("username", "alice"), ("password", PASSWORD), ("scope", "read write")]).await;
     assert_eq!(status, StatusCode::OK, "{t1}");
     let refresh1 = t1["refresh_token"].as_str().unwrap().to_string();
     assert!(refresh1.starts_with("qrt_"));

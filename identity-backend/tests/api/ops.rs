@@ -62,9 +62,8 @@ async fn an_exhausted_pool_answers_503_quickly_and_recovers() {
         app.get(&path, Some(ADMIN_TOKEN)).await
     };
     // The timeout only detects a hang; it is not a speed assertion.
-    let (blocked, waiting) = tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(blocked, waiting) })
-        .await
-        .expect("requests must not hang");
+    let (blocked, waiting) =
+        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(blocked, waiting) }).await.expect("requests must not hang");
     for r in [waiting, blocked] {
         assert_eq!(r.headers()["retry-after"], "1");
         assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");

@@ -65,7 +65,9 @@ async fn removing_totp_needs_a_recent_code_or_password() {
     let app = TestApp::with(&[(config::REAUTH_MAX_AGE_SECS, "3"), (config::MFA_MAX_FAILURES_PER_ACCOUNT, "2")]).await;
     let (id, secret, _) = enrol(&app, "alice").await;
     let challenge = crate::mfa::login_challenge(&app, "alice").await;
-    let (_, body) = json_of(app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": challenge, "code": code(&secret, now_step() + 1)})).await).await;
+    let (_, body) =
+        json_of(app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": challenge, "code": code(&secret, now_step() + 1)})).await)
+            .await;
     let session = body["session_token"].as_str().unwrap().to_string();
     tokio::time::sleep(STALE).await;
 
@@ -94,7 +96,8 @@ async fn a_totp_code_re_authenticates_once_and_admins_need_none() {
     let app = TestApp::with(&[(config::REAUTH_MAX_AGE_SECS, "3")]).await;
     let (id, secret, step) = enrol(&app, "alice").await;
     let challenge = crate::mfa::login_challenge(&app, "alice").await;
-    let (_, body) = json_of(app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": challenge, "code": code(&secret, step + 1)})).await).await;
+    let (_, body) =
+        json_of(app.post_json("/v1/auth/mfa/verify", None, json!({"mfa_token": challenge, "code": code(&secret, step + 1)})).await).await;
     let session = body["session_token"].as_str().unwrap().to_string();
     tokio::time::sleep(STALE).await;
     // A code already used (for the login) cannot be replayed to re-authenticate.

@@ -24,12 +24,17 @@ async fn login_session_lookup_and_logout() {
     assert!(session["expires_at"].as_str().unwrap() > session["created_at"].as_str().unwrap());
 
     // The cookie works as well as the header.
-    let r = app.http.get(app.url("/v1/auth/session")).header("cookie", format!("theme=dark; quantaid_session={token}")).send().await.unwrap();
+    let r =
+        app.http.get(app.url("/v1/auth/session")).header("cookie", format!("theme=dark; quantaid_session={token}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
     // Only a digest is stored.
     let pg = app.pg().await;
-    let raw: i64 = pg.query_one("SELECT count(*) FROM sessions WHERE encode(token_digest, 'escape') LIKE '%' || $1 || '%'", &[&token]).await.unwrap().get(0);
+    let raw: i64 = pg
+        .query_one("SELECT count(*) FROM sessions WHERE encode(token_digest, 'escape') LIKE '%' || $1 || '%'", &[&token])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(raw, 0);
 
     let r = app.request(reqwest::Method::POST, "/v1/auth/logout", Some(&token)).send().await.unwrap();
@@ -182,7 +187,8 @@ async fn cookie_authenticated_calls_from_other_sites_are_refused() {
     // Nothing happened: the session is alive.
     assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::OK);
     // Reads with the cookie are not state changes and stay allowed from anywhere.
-    let r = app.http.get(app.url("/v1/auth/session")).header("cookie", &cookie).header("origin", "https://evil.example").send().await.unwrap();
+    let r =
+        app.http.get(app.url("/v1/auth/session")).header("cookie", &cookie).header("origin", "https://evil.example").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // A bearer header cannot be attached by another site's form, so it is not checked.
     let other = app.login("alice", PASSWORD).await;
@@ -195,8 +201,14 @@ async fn cookie_authenticated_calls_from_other_sites_are_refused() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     for (name, value) in [("origin", "http://localhost:8080"), ("sec-fetch-site", "same-origin"), ("x-no-browser", "1")] {
         let session = app.login("alice", PASSWORD).await;
-        let r = app.http.post(app.url("/v1/auth/logout")).header("cookie", format!("quantaid_session={session}"))
-            .header(name, value).send().await.unwrap();
+        let r = app
+            .http
+            .post(app.url("/v1/auth/logout"))
+            .header("cookie", format!("quantaid_session={session}"))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
         assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::UNAUTHORIZED);
     }

@@ -27,11 +27,21 @@ async fn create_get_list_update_delete() {
     assert_eq!(error_of(app.post_json("/v1/users", Some(ADMIN_TOKEN), weak).await, StatusCode::BAD_REQUEST).await, "invalid_request");
 
     // PATCH changes email; unknown ids are 404.
-    let r = app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"email": "a2@example.com"})).send().await.unwrap();
+    let r = app
+        .request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN))
+        .json(&json!({"email": "a2@example.com"}))
+        .send()
+        .await
+        .unwrap();
     let (status, user) = json_of(r).await;
     assert_eq!((status, user["email"].as_str()), (StatusCode::OK, Some("a2@example.com")));
     let missing = "0190f0f0-0000-7000-8000-000000000000";
-    let r = app.request(Method::PATCH, &format!("/v1/users/{missing}"), Some(ADMIN_TOKEN)).json(&json!({"disabled": true})).send().await.unwrap();
+    let r = app
+        .request(Method::PATCH, &format!("/v1/users/{missing}"), Some(ADMIN_TOKEN))
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r, StatusCode::NOT_FOUND).await, "not_found");
 
     // DELETE, then it is gone.
@@ -111,7 +121,8 @@ async fn disabling_or_deleting_revokes_everything() {
     let access = t["access_token"].as_str().unwrap().to_string();
     assert_eq!(app.introspect(&client, &access).await["active"], true);
 
-    let r = app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"disabled": true})).send().await.unwrap();
+    let r =
+        app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"disabled": true})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.introspect(&client, &access).await, json!({"active": false}));
@@ -120,7 +131,8 @@ async fn disabling_or_deleting_revokes_everything() {
     assert_eq!(error_of(r, StatusCode::UNAUTHORIZED).await, "invalid_credentials");
 
     // Re-enabling does not resurrect the old credentials.
-    let r = app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"disabled": false})).send().await.unwrap();
+    let r =
+        app.request(Method::PATCH, &format!("/v1/users/{id}"), Some(ADMIN_TOKEN)).json(&json!({"disabled": false})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.introspect(&client, &access).await["active"], false);

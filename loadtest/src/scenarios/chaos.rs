@@ -135,9 +135,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         std::fs::write(ready, started_ms.to_string()).with_context(|| format!("writing {ready}"))?;
     }
     let deadline = Instant::now() + Duration::from_secs(s.secs);
-    let revokers: Vec<_> = (0..REVOKERS)
-        .map(|r| tokio::spawn(revoker(shared.clone(), r, ctx.users, deadline)))
-        .collect();
+    let revokers: Vec<_> = (0..REVOKERS).map(|r| tokio::spawn(revoker(shared.clone(), r, ctx.users, deadline))).collect();
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let users = ctx.users;
     let rec = shared.rec.clone();
@@ -433,11 +431,7 @@ fn read_phases(path: Option<&str>, started_ms: u64, seconds: usize) -> anyhow::R
     Ok(starts
         .iter()
         .enumerate()
-        .map(|(i, (from, name))| Phase {
-            name: name.clone(),
-            from: *from,
-            to: starts.get(i + 1).map_or(seconds, |next| next.0),
-        })
+        .map(|(i, (from, name))| Phase { name: name.clone(), from: *from, to: starts.get(i + 1).map_or(seconds, |next| next.0) })
         .collect())
 }
 
@@ -484,9 +478,8 @@ fn round(ms: f64) -> f64 {
 
 /// The per-phase table of the report.
 fn phase_table(snapshot: &Snapshot, phases: &[Phase]) -> String {
-    let mut t = String::from(
-        "| phase | seconds | requests | failed | lookups p50 / p95 / p99 (ms) | all p99 (ms) |\n|---|---|---|---|---|---|\n",
-    );
+    let mut t =
+        String::from("| phase | seconds | requests | failed | lookups p50 / p95 / p99 (ms) | all p99 (ms) |\n|---|---|---|---|---|---|\n");
     for p in phases {
         let all = window(snapshot, &[], p.from, p.to);
         let lookups = window(snapshot, &LOOKUPS, p.from, p.to);

@@ -23,11 +23,7 @@ fn uniform(lo: f64, hi: f64) -> Duration {
 }
 
 /// Sends one request and records it under `name`.
-async fn timed<T>(
-    rec: &Recorder,
-    name: &'static str,
-    f: impl std::future::Future<Output = Result<T, String>>,
-) -> Option<T> {
+async fn timed<T>(rec: &Recorder, name: &'static str, f: impl std::future::Future<Output = Result<T, String>>) -> Option<T> {
     let start = Instant::now();
     match f.await {
         Ok(v) => {
@@ -82,25 +78,10 @@ pub async fn journey(ctx: &Ctx) -> Outcome {
     };
     let rec = Arc::new(Recorder::new());
     let users = ctx.users;
-    ramping_vus(&rec, &stages, |vu, stop| {
-        person(
-            ctx.api.clone(),
-            rec.clone(),
-            username(vu as usize % users),
-            stop,
-        )
-    })
-    .await;
+    ramping_vus(&rec, &stages, |vu, stop| person(ctx.api.clone(), rec.clone(), username(vu as usize % users), stop)).await;
     let snapshot = rec.snapshot();
-    let mut verdicts: Vec<_> = acceptance_criteria(None)
-        .iter()
-        .map(|t| t.judge(&snapshot))
-        .collect();
-    verdicts.extend(
-        acceptance_criteria(Some("login"))
-            .iter()
-            .map(|t| t.judge(&snapshot)),
-    );
+    let mut verdicts: Vec<_> = acceptance_criteria(None).iter().map(|t| t.judge(&snapshot)).collect();
+    verdicts.extend(acceptance_criteria(Some("login")).iter().map(|t| t.judge(&snapshot)));
     let peak = stages.iter().map(|s| s.target as u64).max().unwrap_or(0);
     Outcome {
         shape: format!(
@@ -145,10 +126,7 @@ pub async fn ramp(ctx: &Ctx) -> Outcome {
     })
     .await;
     let snapshot = rec.snapshot();
-    let verdicts = acceptance_criteria(Some("login"))
-        .iter()
-        .map(|t| t.judge(&snapshot))
-        .collect();
+    let verdicts = acceptance_criteria(Some("login")).iter().map(|t| t.judge(&snapshot)).collect();
     let peak = stages.iter().map(|s| s.target as u64).max().unwrap_or(0);
     Outcome {
         shape: format!(
@@ -183,9 +161,8 @@ fn breaking_point(snapshot: &Snapshot) -> String {
     let Some(login) = snapshot.names.get("login") else {
         return "No logins were recorded.".into();
     };
-    let breach = login.seconds.iter().enumerate().find(|(_, s)| {
-        s.requests > 0 && (s.percentile_ms(95.0) >= 500.0 || s.failed_rate() >= 0.001)
-    });
+    let breach =
+        login.seconds.iter().enumerate().find(|(_, s)| s.requests > 0 && (s.percentile_ms(95.0) >= 500.0 || s.failed_rate() >= 0.001));
     match breach {
         None => "Logins met p95 < 500 ms and < 0.1% errors in every second of the run.".into(),
         Some((second, s)) => {
@@ -212,11 +189,7 @@ mod tests {
         for second in 0..20u64 {
             let at = rec.started() + Duration::from_secs(second);
             for i in 0..100 {
-                let outcome = if second >= 12 && i % 2 == 0 {
-                    Err("status 503".to_string())
-                } else {
-                    Ok(())
-                };
+                let outcome = if second >= 12 && i % 2 == 0 { Err("status 503".to_string()) } else { Ok(()) };
                 rec.record("login", at, outcome);
             }
         }

@@ -40,14 +40,7 @@ impl Outcome {
     }
 }
 
-pub const NAMES: [&str; 6] = [
-    "chaos",
-    "login",
-    "login-ramp",
-    "token-rate",
-    "token-stepup",
-    "pool-exhaustion",
-];
+pub const NAMES: [&str; 6] = ["chaos", "login", "login-ramp", "token-rate", "token-stepup", "pool-exhaustion"];
 
 pub async fn run(name: &str, ctx: &Ctx) -> anyhow::Result<Outcome> {
     match name {

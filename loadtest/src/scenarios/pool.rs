@@ -30,9 +30,7 @@ struct SlowQueries(tokio_postgres::Client);
 
 impl SlowQueries {
     async fn start(database_url: &str) -> anyhow::Result<SlowQueries> {
-        let (db, connection) = tokio_postgres::connect(database_url, NoTls)
-            .await
-            .context("connecting to PostgreSQL")?;
+        let (db, connection) = tokio_postgres::connect(database_url, NoTls).await.context("connecting to PostgreSQL")?;
         tokio::spawn(connection);
         db.batch_execute(&format!(
             "CREATE OR REPLACE FUNCTION loadtest_slow_insert() RETURNS trigger LANGUAGE plpgsql AS
@@ -64,11 +62,7 @@ struct Phase {
 }
 
 pub async fn exhaustion(ctx: &Ctx) -> anyhow::Result<Outcome> {
-    let (normal, slow, recovered) = if ctx.quick {
-        (15, 20, 20)
-    } else {
-        (30, 60, 60)
-    };
+    let (normal, slow, recovered) = if ctx.quick { (15, 20, 20) } else { (30, 60, 60) };
     let rec = Arc::new(Recorder::new());
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let api = ctx.api.clone();
@@ -98,38 +92,15 @@ pub async fn exhaustion(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let snapshot = rec.snapshot();
 
     let phases = [
-        Phase {
-            name: "normal",
-            from: 0,
-            to: on.floor() as usize,
-        },
-        Phase {
-            name: "slow queries",
-            from: on.ceil() as usize,
-            to: off.floor() as usize,
-        },
-        Phase {
-            name: "recovered",
-            from: off.ceil() as usize,
-            to: snapshot.seconds(),
-        },
+        Phase { name: "normal", from: 0, to: on.floor() as usize },
+        Phase { name: "slow queries", from: on.ceil() as usize, to: off.floor() as usize },
+        Phase { name: "recovered", from: off.ceil() as usize, to: snapshot.seconds() },
     ];
     let mut verdicts = vec![
         // Anything but a 200 or a well-formed 503 (a 500, a hang, a bare 503) fails.
-        Threshold {
-            metric: Metric::FailedRate { name: None },
-            limit: 0.001,
-        }
-        .judge(&snapshot),
+        Threshold { metric: Metric::FailedRate { name: None }, limit: 0.001 }.judge(&snapshot),
         // Shedding is quick: a 503 comes after the pool wait, not after a timeout.
-        Threshold {
-            metric: Metric::Duration {
-                name: Some("token-503"),
-                percentile: 99.0,
-            },
-            limit: 1000.0,
-        }
-        .judge(&snapshot),
+        Threshold { metric: Metric::Duration { name: Some("token-503"), percentile: 99.0 }, limit: 1000.0 }.judge(&snapshot),
     ];
     verdicts.extend(phase_checks(&snapshot, &phases));
     let recovery = recovery_secs(&snapshot, phases[2].from);
@@ -146,10 +117,7 @@ pub async fn exhaustion(ctx: &Ctx) -> anyhow::Result<Outcome> {
             backend_setting("QUANTAID_DB_POOL_WAIT_MS", "2000"),
         ),
         notes: vec![phase_table(&snapshot, &phases), recovery_note(recovery)],
-        markers: vec![
-            Marker { at_secs: on, label: "slow queries on".into() },
-            Marker { at_secs: off, label: "slow queries off".into() },
-        ],
+        markers: vec![Marker { at_secs: on, label: "slow queries on".into() }, Marker { at_secs: off, label: "slow queries off".into() }],
         snapshot,
         verdicts,
     })
@@ -174,53 +142,26 @@ fn shed_share(snapshot: &Snapshot, p: &Phase) -> f64 {
 /// and no request was shed while they were not.
 fn phase_checks(snapshot: &Snapshot, phases: &[Phase; 3]) -> Vec<Verdict> {
     let [normal, slow, recovered] = phases;
-    let after_grace = Phase {
-        name: "recovered",
-        from: recovered.from + RECOVERY_GRACE_SECS,
-        to: recovered.to,
-    };
-    let (before, during, after) = (
-        shed_share(snapshot, normal),
-        shed_share(snapshot, slow),
-        shed_share(snapshot, &after_grace),
-    );
+    let after_grace = Phase { name: "recovered", from: recovered.from + RECOVERY_GRACE_SECS, to: recovered.to };
+    let (before, during, after) = (shed_share(snapshot, normal), shed_share(snapshot, slow), shed_share(snapshot, &after_grace));
     vec![
-        Verdict::new(
-            "503 share before the slow queries == 0",
-            before,
-            Ratio,
-            before == 0.0,
-        ),
-        Verdict::new(
-            "503 share during the slow queries > 0.5",
-            during,
-            Ratio,
-            during > 0.5,
-        ),
-        Verdict::new(
-            format!("503 share from {RECOVERY_GRACE_SECS} s after the slow queries == 0"),
-            after,
-            Ratio,
-            after == 0.0,
-        ),
+        Verdict::new("503 share before the slow queries == 0", before, Ratio, before == 0.0),
+        Verdict::new("503 share during the slow queries > 0.5", during, Ratio, during > 0.5),
+        Verdict::new(format!("503 share from {RECOVERY_GRACE_SECS} s after the slow queries == 0"), after, Ratio, after == 0.0),
     ]
 }
 
 /// Seconds from the end of the slow queries to the last shed request.
 fn recovery_secs(snapshot: &Snapshot, from: usize) -> Option<usize> {
     let shed = snapshot.names.get("token-503")?;
-    let last = (from..shed.seconds.len())
-        .rev()
-        .find(|&s| shed.seconds[s].requests > 0)?;
+    let last = (from..shed.seconds.len()).rev().find(|&s| shed.seconds[s].requests > 0)?;
     Some(last + 1 - from)
 }
 
 fn recovery_note(recovery: Option<usize>) -> String {
     match recovery {
         None => "Recovery: no request was shed once the slow queries stopped.".into(),
-        Some(s) => format!(
-            "Recovery: the last 503 came within {s} s of the slow queries stopping; no restart."
-        ),
+        Some(s) => format!("Recovery: the last 503 came within {s} s of the slow queries stopping; no restart."),
     }
 }
 
@@ -263,15 +204,7 @@ mod tests {
         for second in 0..30 {
             let at = rec.started() + Duration::from_secs(second);
             for _ in 0..10 {
-                rec.record(
-                    if shed_seconds(second) {
-                        "token-503"
-                    } else {
-                        "token"
-                    },
-                    at,
-                    Ok(()),
-                );
+                rec.record(if shed_seconds(second) { "token-503" } else { "token" }, at, Ok(()));
             }
         }
         rec.snapshot()
@@ -279,30 +212,16 @@ mod tests {
 
     fn phases() -> [Phase; 3] {
         [
-            Phase {
-                name: "normal",
-                from: 0,
-                to: 10,
-            },
-            Phase {
-                name: "slow queries",
-                from: 10,
-                to: 20,
-            },
-            Phase {
-                name: "recovered",
-                from: 20,
-                to: 30,
-            },
+            Phase { name: "normal", from: 0, to: 10 },
+            Phase { name: "slow queries", from: 10, to: 20 },
+            Phase { name: "recovered", from: 20, to: 30 },
         ]
     }
 
     #[test]
     fn passes_only_when_the_pool_ran_out_and_came_back() {
         let shed_while_slow = run(|s| (10..20).contains(&s));
-        assert!(phase_checks(&shed_while_slow, &phases())
-            .iter()
-            .all(|v| v.ok));
+        assert!(phase_checks(&shed_while_slow, &phases()).iter().all(|v| v.ok));
         // Shedding that goes on into the grace period is a recovery; after it, a failure.
         let slow_recovery = run(|s| (10..23).contains(&s));
         assert!(phase_checks(&slow_recovery, &phases()).iter().all(|v| v.ok));

@@ -19,13 +19,7 @@ use crate::thresholds::{acceptance_criteria, Unit, Verdict};
 const MAX_VUS: usize = 2000;
 
 /// Offers grants at `start_rate` per second changing as `stages` say, recording each as `token`.
-async fn offer(
-    rec: &Arc<Recorder>,
-    api: &Api,
-    clients: &Arc<[OAuthClient]>,
-    start_rate: f64,
-    stages: &[Stage],
-) {
+async fn offer(rec: &Arc<Recorder>, api: &Api, clients: &Arc<[OAuthClient]>, start_rate: f64, stages: &[Stage]) {
     arrival_rate(rec, start_rate, stages, MAX_VUS, |n, scheduled: Instant| {
         let (api, rec, clients) = (api.clone(), rec.clone(), clients.clone());
         async move {
@@ -45,14 +39,7 @@ async fn offer(
 /// pools are made here rather than in the first measured second (a cold start at full
 /// rate would otherwise set the tail of a short run).
 async fn warm_up(api: &Api, clients: &Arc<[OAuthClient]>, rate: f64) {
-    offer(
-        &Arc::new(Recorder::new()),
-        api,
-        clients,
-        0.0,
-        &[stage(WARM_UP_SECS, rate)],
-    )
-    .await;
+    offer(&Arc::new(Recorder::new()), api, clients, 0.0, &[stage(WARM_UP_SECS, rate)]).await;
 }
 
 const WARM_UP_SECS: u64 = 5;
@@ -64,10 +51,7 @@ pub async fn constant_rate(ctx: &Ctx) -> Outcome {
     let rec = Arc::new(Recorder::new());
     offer(&rec, &ctx.api, &clients, rate, &[stage(secs, rate)]).await;
     let snapshot = rec.snapshot();
-    let verdicts = acceptance_criteria(None)
-        .iter()
-        .map(|t| t.judge(&snapshot))
-        .collect();
+    let verdicts = acceptance_criteria(None).iter().map(|t| t.judge(&snapshot)).collect();
     let total = snapshot.total(None);
     Outcome {
         shape: format!(
@@ -102,19 +86,12 @@ struct Step {
 impl Step {
     /// The acceptance criteria, and the offered rate really delivered.
     fn held(&self) -> bool {
-        self.failed_rate < 0.001
-            && self.p95 < 500.0
-            && self.p99 < 1000.0
-            && self.achieved >= self.target * 0.98
+        self.failed_rate < 0.001 && self.p95 < 500.0 && self.p99 < 1000.0 && self.achieved >= self.target * 0.98
     }
 }
 
 pub async fn step_up(ctx: &Ctx) -> Outcome {
-    let (first, increment, step_secs, max_steps) = if ctx.quick {
-        (100.0, 100.0, 10, 5)
-    } else {
-        (500.0, 250.0, 30, 40)
-    };
+    let (first, increment, step_secs, max_steps) = if ctx.quick { (100.0, 100.0, 10, 5) } else { (500.0, 250.0, 30, 40) };
     let clients: Arc<[OAuthClient]> = ctx.clients.clone().into();
     let mut steps: Vec<Step> = Vec::new();
     let mut markers = Vec::new();
@@ -124,18 +101,8 @@ pub async fn step_up(ctx: &Ctx) -> Outcome {
         let target = first + increment * i as f64;
         let from = rec.elapsed_secs().ceil() as usize;
         let dropped_before = rec.snapshot().dropped_iterations;
-        markers.push(Marker {
-            at_secs: rec.elapsed_secs(),
-            label: format!("{target}/s"),
-        });
-        offer(
-            &rec,
-            &ctx.api,
-            &clients,
-            target,
-            &[stage(step_secs, target)],
-        )
-        .await;
+        markers.push(Marker { at_secs: rec.elapsed_secs(), label: format!("{target}/s") });
+        offer(&rec, &ctx.api, &clients, target, &[stage(step_secs, target)]).await;
         let snapshot = rec.snapshot();
         // Whole seconds inside the step; its in-flight tail is still recorded by start time.
         let w = snapshot.window(None, from, from + step_secs as usize - 1);
@@ -155,14 +122,9 @@ pub async fn step_up(ctx: &Ctx) -> Outcome {
             break;
         }
     }
-    let highest = steps
-        .iter()
-        .take_while(|s| s.held())
-        .last()
-        .map(|s| s.target);
-    let mut table = String::from(
-        "| offered/s | achieved/s | p50 ms | p95 ms | p99 ms | failed | held |\n|---:|---:|---:|---:|---:|---:|:---:|\n",
-    );
+    let highest = steps.iter().take_while(|s| s.held()).last().map(|s| s.target);
+    let mut table =
+        String::from("| offered/s | achieved/s | p50 ms | p95 ms | p99 ms | failed | held |\n|---:|---:|---:|---:|---:|---:|:---:|\n");
     for s in &steps {
         table.push_str(&format!(
             "| {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3}% | {} |\n",
@@ -179,12 +141,8 @@ pub async fn step_up(ctx: &Ctx) -> Outcome {
         Some(rate) => format!("Highest rate held (failed < 0.1%, p95 < 500 ms, p99 < 1 s, ≥ 98% delivered): **{rate:.0} grants/s**."),
         None => "Not even the first step was held.".to_string(),
     };
-    let verdicts = vec![Verdict::new(
-        format!("highest held grants/s >= {first}"),
-        highest.unwrap_or(0.0),
-        Unit::PerSecond,
-        highest.is_some(),
-    )];
+    let verdicts =
+        vec![Verdict::new(format!("highest held grants/s >= {first}"), highest.unwrap_or(0.0), Unit::PerSecond, highest.is_some())];
     Outcome {
         shape: format!(
             "stepped constant-arrival-rate: {first}/s, then +{increment}/s every {}, up to {max_steps} steps, \

@@ -23,7 +23,6 @@ use quantaid_protocol::snapshot::Snapshot;
 
 use crate::metrics::METRICS;
 
-
 struct Filter {
     bits: AtomicBloomFilter,
     /// Keys created before this (Unix ms) are all in `bits`.

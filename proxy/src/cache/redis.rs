@@ -21,10 +21,8 @@ use crate::metrics::METRICS;
 /// A connection made through `target`, and the address it went to.
 async fn connect(target: &RedisTarget, timeout: Duration) -> redis::RedisResult<(ConnectionManager, String)> {
     let (client, addr) = target.client(timeout).await?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(timeout)
-        .set_number_of_retries(0);
+    let config =
+        redis::aio::ConnectionManagerConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout).set_number_of_retries(0);
     Ok((client.get_connection_manager_with_config(config).await?, addr))
 }
 
@@ -189,7 +187,16 @@ impl RedisCache {
     /// Writes an entry unless a revocation happened since its data was read (see
     /// `FILL_SCRIPT`). Failures are ignored: the answer was already given.
     #[allow(clippy::too_many_arguments)]
-    pub async fn fill(&self, key: &str, entry: &str, ttl: Duration, user_id: Option<&str>, created_ms: Option<i64>, user_version: Option<&str>, client_id: Option<&str>) {
+    pub async fn fill(
+        &self,
+        key: &str,
+        entry: &str,
+        ttl: Duration,
+        user_id: Option<&str>,
+        created_ms: Option<i64>,
+        user_version: Option<&str>,
+        client_id: Option<&str>,
+    ) {
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let _: Option<i64> = self
             .call(|mut c| async move {

@@ -55,7 +55,8 @@ async fn revocation_on_one_replica_is_seen_at_once_on_another() {
     let client = stack.create_client(&["client_credentials", "password"], &["read", "users:read"]).await;
     let token = stack.issue(0, &client).await;
     for _ in 0..2 {
-        assert_eq!(stack.introspect(1, &client, &token).await.1["active"], true); // cached on B
+        assert_eq!(stack.introspect(1, &client, &token).await.1["active"], true);
+        // cached on B
     }
     stack.revoke(0, &client, &token).await;
     assert_eq!(stack.introspect(1, &client, &token).await.1, json!({"active": false}));
@@ -63,8 +64,14 @@ async fn revocation_on_one_replica_is_seen_at_once_on_another() {
     let id = stack.create_user("frank").await;
     let a = stack.login(0, "frank").await;
     let b = stack.login(0, "frank").await;
-    let r = stack.http.post(stack.at(0, "/oauth/token")).basic_auth(&client.0, Some(&client.1))
-        .form(&[("grant_type", "password"), ("username", "frank"), ("password", PASSWORD)]).send().await.unwrap();
+    let r = stack
+        .http
+        .post(stack.at(0, "/oauth/token"))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("grant_type", "password"), ("username", "frank"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
     let user_token = r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
     for _ in 0..2 {
         assert_eq!(stack.session(1, &a).await, StatusCode::OK);
@@ -78,7 +85,11 @@ async fn revocation_on_one_replica_is_seen_at_once_on_another() {
     assert_eq!(stack.session(1, &b).await, StatusCode::OK);
     // Disabling the user: every session and token, and the cached record.
     let path = format!("/v1/users/{id}");
-    assert_eq!(stack.http.get(stack.at(1, &path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json::<serde_json::Value>().await.unwrap()["disabled"], false);
+    assert_eq!(
+        stack.http.get(stack.at(1, &path)).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+            ["disabled"],
+        false
+    );
     let r = stack.http.patch(stack.at(0, &path)).bearer_auth(ADMIN_TOKEN).json(&json!({"disabled": true})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(stack.session(1, &b).await, StatusCode::UNAUTHORIZED);
@@ -159,7 +170,11 @@ async fn redis_killed_under_load() {
                     } else {
                         stack.introspect(0, &client, &token).await.1["active"] == true
                     };
-                    if good { ok += 1 } else { failed += 1 }
+                    if good {
+                        ok += 1
+                    } else {
+                        failed += 1
+                    }
                 }
                 (ok, failed)
             })
@@ -216,7 +231,13 @@ async fn a_dead_backend_is_503_never_401() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "temporarily_unavailable");
-    let r = stack.http.post(format!("{}/v1/auth/login", orphan.url)).json(&json!({"username": "ivy", "password": PASSWORD})).send().await.unwrap();
+    let r = stack
+        .http
+        .post(format!("{}/v1/auth/login", orphan.url))
+        .json(&json!({"username": "ivy", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(stack.http.get(format!("{}/ready", orphan.url)).send().await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);

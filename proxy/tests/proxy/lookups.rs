@@ -105,7 +105,10 @@ async fn forward_auth_check() {
     let session = stack.login(0, "erin").await;
     let check = |bearer: Option<String>| {
         let r = stack.http.get(stack.at(0, "/v1/auth/check"));
-        let r = match bearer { Some(b) => r.bearer_auth(b), None => r };
+        let r = match bearer {
+            Some(b) => r.bearer_auth(b),
+            None => r,
+        };
         r.send()
     };
     let r = check(Some(session.clone())).await.unwrap();
@@ -157,8 +160,15 @@ async fn malformed_keys_and_bad_requests_cost_no_lookup() {
         (form, b"nothing=here".to_vec(), StatusCode::BAD_REQUEST),
     ];
     for (ct, body, expected) in bad_requests {
-        let r = stack.http.post(stack.at(0, "/oauth/introspect")).basic_auth(&client.0, Some(&client.1))
-            .header("content-type", ct).body(body).send().await.unwrap();
+        let r = stack
+            .http
+            .post(stack.at(0, "/oauth/introspect"))
+            .basic_auth(&client.0, Some(&client.1))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), expected);
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["error"], "invalid_request");

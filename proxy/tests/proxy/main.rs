@@ -4,10 +4,10 @@
 mod stack;
 
 mod invariants;
-mod revocation_faults;
 mod lookups;
 mod metrics;
-mod pass_through;
 mod openapi;
+mod pass_through;
+mod revocation_faults;
 mod security;
 mod tracing;

@@ -92,7 +92,10 @@ fn every_forwarded_operation_is_a_backend_route() {
         quantaid_backend::http::routes().into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     for (method, path, proxy) in operations(&openapi()) {
         if proxy == "forwarded" {
-            assert!(backend.contains(&(method.to_string(), path.clone())), "the proxy forwards {method} {path}, which the backend does not route");
+            assert!(
+                backend.contains(&(method.to_string(), path.clone())),
+                "the proxy forwards {method} {path}, which the backend does not route"
+            );
         }
     }
 }

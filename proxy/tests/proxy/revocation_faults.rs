@@ -19,8 +19,14 @@ async fn cached(stack: &Stack, replica: usize, kind: &str, mut lookup: impl Asyn
 }
 
 async fn revoke(stack: &Stack, replica: usize, client: &(String, String), token: &str) -> Response {
-    stack.http.post(stack.at(replica, "/oauth/revoke")).basic_auth(&client.0, Some(&client.1))
-        .form(&[("token", token)]).send().await.unwrap()
+    stack
+        .http
+        .post(stack.at(replica, "/oauth/revoke"))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn logout(stack: &Stack, replica: usize, session: &str) -> Response {
@@ -28,8 +34,14 @@ async fn logout(stack: &Stack, replica: usize, session: &str) -> Response {
 }
 
 async fn disable(stack: &Stack, replica: usize, user_id: &str) -> Response {
-    stack.http.patch(stack.at(replica, &format!("/v1/users/{user_id}"))).bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"disabled": true})).send().await.unwrap()
+    stack
+        .http
+        .patch(stack.at(replica, &format!("/v1/users/{user_id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// A revocation that did not claim success must say so the retryable way.
@@ -65,8 +77,11 @@ async fn revocations_hold_right_after_redis_restarts() {
         }
         assert_eq!(logout(&stack, 0, &session).await.status(), StatusCode::NO_CONTENT, "round {round}");
         for replica in 0..2 {
-            assert_eq!(stack.session(replica, &session).await, StatusCode::UNAUTHORIZED,
-                "round {round}: logged-out session valid on replica {replica}");
+            assert_eq!(
+                stack.session(replica, &session).await,
+                StatusCode::UNAUTHORIZED,
+                "round {round}: logged-out session valid on replica {replica}"
+            );
         }
     }
 }

@@ -130,14 +130,30 @@ async fn forged_forwarded_for_does_not_escape_throttling_or_the_audit_log() {
     let mut throttled = false;
     for i in 0..60 {
         let body = json!({"username": format!("nobody{i}"), "password": "wrong password"});
-        let r = stack.http.post(stack.at(0, "/v1/auth/login")).header("x-forwarded-for", format!("198.51.100.{i}")).json(&body).send().await.unwrap();
+        let r = stack
+            .http
+            .post(stack.at(0, "/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             throttled = true;
             break;
         }
     }
     assert!(throttled, "60 failed logins from one client were never throttled");
-    let page: Value = stack.http.get(stack.at(0, "/v1/audit-logs?action=login.failure&limit=500")).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap();
+    let page: Value = stack
+        .http
+        .get(stack.at(0, "/v1/audit-logs?action=login.failure&limit=500"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let addresses: Vec<&str> = page["items"].as_array().unwrap().iter().filter_map(|e| e["ip_address"].as_str()).collect();
     assert!(!addresses.is_empty() && addresses.iter().all(|a| *a == "127.0.0.1"), "{addresses:?}");
 }
@@ -205,7 +221,10 @@ async fn backend_calls_per_10k_forged_requests() {
     type MakeToken = Box<dyn Fn(usize) -> String + Send + Sync>;
     let kinds: [(&str, MakeToken); 4] = [
         ("stamped now, 100 distinct, each sent 100 times", Box::new(move |i| pool[i % 100].clone())),
-        ("stamped a year ahead, all distinct", Box::new(|_| token::generate(TokenKind::Access, chrono::Utc::now() + chrono::Duration::days(365)))),
+        (
+            "stamped a year ahead, all distinct",
+            Box::new(|_| token::generate(TokenKind::Access, chrono::Utc::now() + chrono::Duration::days(365))),
+        ),
         ("stamped 10 min ago, all distinct", Box::new(move |_| token::generate(TokenKind::Access, old))),
         ("stamped now, all distinct", Box::new(|_| token::generate(TokenKind::Access, chrono::Utc::now()))),
     ];
@@ -363,7 +382,11 @@ async fn protocol_errors_have_json_bodies() {
     let addr = addr_of(&stack.proxies[0]);
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
     let cases: Vec<(&str, String, u16)> = vec![
-        ("conflicting Content-Length", "POST /v1/auth/login HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".into(), 400),
+        (
+            "conflicting Content-Length",
+            "POST /v1/auth/login HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".into(),
+            400,
+        ),
         ("negative Content-Length", "POST /v1/auth/login HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n".into(), 400),
         ("obs-fold", "GET /health HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n".into(), 400),
         ("too many headers", format!("GET /health HTTP/1.1\r\nHost: a\r\n{many}\r\n"), 431),
@@ -428,7 +451,8 @@ async fn client_lifecycle_across_replicas() {
         let path = format!("/v1/clients/{}", client.0);
         let new_secret = match change {
             "disable" => {
-                let r = stack.http.patch(stack.at(0, &path)).bearer_auth(ADMIN_TOKEN).json(&json!({"disabled": true})).send().await.unwrap();
+                let r =
+                    stack.http.patch(stack.at(0, &path)).bearer_auth(ADMIN_TOKEN).json(&json!({"disabled": true})).send().await.unwrap();
                 assert_eq!(r.status(), StatusCode::OK);
                 None
             }
@@ -449,7 +473,11 @@ async fn client_lifecycle_across_replicas() {
             let r = stack.http.get(stack.at(replica, "/v1/auth/check")).bearer_auth(&token).send().await.unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{change}: forward-auth on {replica}");
             let (status, body) = stack.introspect(replica, &client, &token).await;
-            assert_eq!((status, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{change}: old credentials on {replica}");
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+                "{change}: old credentials on {replica}"
+            );
         }
         if let Some(secret) = new_secret {
             let rotated = (client.0.clone(), secret);
@@ -472,9 +500,11 @@ async fn client_marker_guards_fills_and_lookups() {
     let lookup = redis::Script::new(cache::LOOKUP_SCRIPT);
     let entry = |created: i64| cache::entry(Some(created), None, None, Some("c1"), "{\"active\":true}");
     let _: () = redis::cmd("SET").arg(cache::client_revoked_before_key("c1")).arg(1000).query_async(&mut r).await.unwrap();
-    let refused: i64 = fill.key("token:a").arg(entry(1000)).arg(60_000).arg("").arg(1000).arg("").arg("c1").invoke_async(&mut r).await.unwrap();
+    let refused: i64 =
+        fill.key("token:a").arg(entry(1000)).arg(60_000).arg("").arg(1000).arg("").arg("c1").invoke_async(&mut r).await.unwrap();
     assert_eq!(refused, 0, "a token created at or before the client marker is not filled");
-    let written: i64 = fill.key("token:b").arg(entry(1001)).arg(60_000).arg("").arg(1001).arg("").arg("c1").invoke_async(&mut r).await.unwrap();
+    let written: i64 =
+        fill.key("token:b").arg(entry(1001)).arg(60_000).arg("").arg(1001).arg("").arg("c1").invoke_async(&mut r).await.unwrap();
     assert_eq!(written, 1);
     // An entry written before the marker moved is ignored once it has.
     let _: () = redis::cmd("SET").arg(cache::client_revoked_before_key("c1")).arg(2000).query_async(&mut r).await.unwrap();
@@ -506,7 +536,11 @@ async fn malformed_client_authentication_is_answered_as_the_backend_answers_it()
     for (what, authorization, body) in cases {
         let mut answers = Vec::new();
         for base in [stack.at(0, ""), stack.backend.url.clone()] {
-            let mut request = stack.http.post(format!("{base}/oauth/introspect")).header("content-type", "application/x-www-form-urlencoded").body(body.clone());
+            let mut request = stack
+                .http
+                .post(format!("{base}/oauth/introspect"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.clone());
             if let Some(a) = &authorization {
                 request = request.header("authorization", a);
             }

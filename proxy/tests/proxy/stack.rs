@@ -77,7 +77,8 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let child = ChildGuard::spawn(&mut cmd).expect("spawn quantaid-proxy");
-        let proxy = Proxy { url: format!("http://127.0.0.1:{port}"), metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"), child };
+        let proxy =
+            Proxy { url: format!("http://127.0.0.1:{port}"), metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"), child };
         // Ready also means the first Bloom refresh has been tried (whatever its outcome):
         // it runs beside the listener at start-up, and a test comparing metric pages
         // before and after would otherwise see its series appear in between.
@@ -124,22 +125,40 @@ impl Stack {
 
     /// A client-credentials access token, issued through `replica`.
     pub async fn issue(&self, replica: usize, client: &(String, String)) -> String {
-        let r = self.http.post(self.at(replica, "/oauth/token")).basic_auth(&client.0, Some(&client.1))
-            .form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.at(replica, "/oauth/token"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
         r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string()
     }
 
     pub async fn introspect(&self, replica: usize, client: &(String, String), token: &str) -> (StatusCode, Value) {
-        let r = self.http.post(self.at(replica, "/oauth/introspect")).basic_auth(&client.0, Some(&client.1))
-            .form(&[("token", token)]).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.at(replica, "/oauth/introspect"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
         let status = r.status();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn revoke(&self, replica: usize, client: &(String, String), token: &str) {
-        let r = self.http.post(self.at(replica, "/oauth/revoke")).basic_auth(&client.0, Some(&client.1))
-            .form(&[("token", token)]).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.at(replica, "/oauth/revoke"))
+            .basic_auth(&client.0, Some(&client.1))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::OK);
     }
 

@@ -16,19 +16,17 @@ type Seen = Arc<Mutex<Vec<String>>>;
 async fn recorder() -> (std::net::SocketAddr, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    let app = axum::Router::new()
-        .route("/health", get(|| async { "{}" }))
-        .route(
-            "/v1/clients",
-            post(move |headers: HeaderMap| {
-                let s = s.clone();
-                async move {
-                    let tp = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-                    s.lock().unwrap().push(tp);
-                    "{}"
-                }
-            }),
-        );
+    let app = axum::Router::new().route("/health", get(|| async { "{}" })).route(
+        "/v1/clients",
+        post(move |headers: HeaderMap| {
+            let s = s.clone();
+            async move {
+                let tp = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                s.lock().unwrap().push(tp);
+                "{}"
+            }
+        }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -40,9 +38,7 @@ async fn the_callers_trace_continues_through_the_proxy() {
     let stack = Stack::start(0).await;
     let (addr, seen) = recorder().await;
     let (collector, exported) = otlp_collector().await;
-    let mut proxy = stack
-        .spawn_proxy(addr, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector), ("OTEL_BSP_SCHEDULE_DELAY", "100")])
-        .await;
+    let mut proxy = stack.spawn_proxy(addr, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector), ("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let incoming = format!("00-{trace}-00f067aa0ba902b7-01");
     let r = stack.http.post(format!("{}/v1/clients", proxy.url)).header("traceparent", &incoming).body("{}").send().await.unwrap();
