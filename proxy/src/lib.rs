@@ -8,10 +8,12 @@
 pub mod backend;
 pub mod cache;
 pub mod config;
+mod endpoints;
 pub mod gate;
 pub mod lookup;
 pub mod maintenance;
 pub mod metrics;
+mod respond;
 pub mod routes;
 pub mod service;
 pub mod singleflight;
