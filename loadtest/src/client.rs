@@ -42,8 +42,29 @@ fn kind(e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         "connect".into()
     } else {
-        "transport".into()
+        format!("transport ({})", transport_cause(e))
     }
+}
+
+/// What broke a connection under a request, from a closed set (report keys stay few):
+/// the server closed it before the answer was complete, reset it, or something else.
+fn transport_cause(e: &reqwest::Error) -> &'static str {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionReset => "reset",
+                std::io::ErrorKind::BrokenPipe => "broken pipe",
+                std::io::ErrorKind::UnexpectedEof => "closed",
+                _ => "io",
+            };
+        }
+        if cause.to_string().contains("connection closed before message completed") {
+            return "closed before the answer";
+        }
+        source = cause.source();
+    }
+    "other"
 }
 
 fn unexpected(status: StatusCode) -> String {
