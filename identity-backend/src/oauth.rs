@@ -6,7 +6,7 @@ pub mod introspect;
 pub mod token;
 
 use axum::http::HeaderMap;
-use quantaid_protocol::oauth_form::{presented_client, ClientAuthError, PresentedClient};
+use quantaid_protocol::oauth_form::{presented_client, PresentedClient};
 
 use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
@@ -53,9 +53,12 @@ const CLIENT_BY_ID: Query = Query {
 /// form-encoding of id and secret) or by `client_id`/`client_secret` in the body.
 /// Using both at once is an error.
 pub async fn authenticate_client(conn: &Conn<'_>, headers: &HeaderMap, form: &FormBody) -> ApiResult<Client> {
-    let PresentedClient { client_id, secret } = presented_client(headers, &form.0).map_err(|e| match e {
-        ClientAuthError::TwoMethods | ClientAuthError::MissingClientId => ApiError::InvalidRequest(e.description().into()),
-        ClientAuthError::Missing | ClientAuthError::Malformed => ApiError::InvalidClient(e.description()),
+    let PresentedClient { client_id, secret } = presented_client(headers, &form.0).map_err(|e| {
+        if e.is_invalid_client() {
+            ApiError::InvalidClient(e.description())
+        } else {
+            ApiError::InvalidRequest(e.description().into())
+        }
     })?;
     // A NUL (e.g. a Basic id `a%00b`) cannot name a client, and must not reach SQL.
     if client_id.is_empty() || client_id.contains('\0') || tokens::parse_kind(&secret, tokens::TokenKind::ClientSecret).is_none() {

@@ -86,6 +86,12 @@ pub enum ClientAuthError {
 }
 
 impl ClientAuthError {
+    /// Whether the answer is 401 `invalid_client` (with a `WWW-Authenticate` challenge);
+    /// otherwise it is 400 `invalid_request`.
+    pub fn is_invalid_client(&self) -> bool {
+        matches!(self, ClientAuthError::Missing | ClientAuthError::Malformed)
+    }
+
     /// The `error_description` of the answer.
     pub fn description(&self) -> &'static str {
         match self {

@@ -7,7 +7,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use quantaid_protocol::cache::hex_digest;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
-use quantaid_protocol::oauth_form::{content_type_is, presented_client, ClientAuthError, Form, FORM_CONTENT_TYPE};
+use quantaid_protocol::oauth_form::{content_type_is, presented_client, Form, FORM_CONTENT_TYPE};
 use quantaid_protocol::wire::Introspection;
 
 use crate::backend::Unavailable;
@@ -49,12 +49,10 @@ impl QuantaProxy {
         let challenge = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
         let client = match presented_client(&session.req_header().headers, &form) {
             Ok(client) => client,
-            Err(e @ (ClientAuthError::TwoMethods | ClientAuthError::MissingClientId)) => {
-                return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", e.description()).await
-            }
-            Err(e @ (ClientAuthError::Missing | ClientAuthError::Malformed)) => {
+            Err(e) if e.is_invalid_client() => {
                 return respond(session, ctx, StatusCode::UNAUTHORIZED, &challenge, error_body("invalid_client", e.description())).await
             }
+            Err(e) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", e.description()).await,
         };
         let Some(presented) = form.get("token").map(str::to_string) else {
             return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token").await;
