@@ -101,9 +101,10 @@ return current
 /// Entries are stored as `{created_ms}|{user_id}|{user_version}|{client_id}|{body}`; the
 /// first four fields may be empty. An entry in any other shape is a miss.
 pub const LOOKUP_SCRIPT: &str = r"
+local caller_marker
 if ARGV[2] ~= '' then
-  local seen = redis.call('GET', 'client_revoked_before:' .. ARGV[2]) or '0'
-  if seen ~= ARGV[3] then return {'caller', ''} end
+  caller_marker = redis.call('GET', 'client_revoked_before:' .. ARGV[2])
+  if (caller_marker or '0') ~= ARGV[3] then return {'caller', ''} end
 end
 local v = redis.call('GET', KEYS[1])
 if not v then
@@ -124,7 +125,9 @@ if user ~= '' then
   end
 end
 if client ~= '' and created ~= '' then
-  local crb = redis.call('GET', 'client_revoked_before:' .. client)
+  -- A client introspecting its own token: its marker was read above.
+  local crb
+  if client == ARGV[2] then crb = caller_marker else crb = redis.call('GET', 'client_revoked_before:' .. client) end
   if crb and tonumber(crb) >= tonumber(created) then return {'miss', ''} end
 end
 return {'hit', body}

@@ -7,7 +7,9 @@
 //! - Any other client sees its own tokens (`client_id` = its id); for every other token
 //!   it gets `{"active": false}`, as if the token did not exist.
 
-use crate::wire::Introspection;
+use std::borrow::Cow;
+
+use crate::wire::{Introspection, IntrospectionOwner};
 
 /// The client scope that grants introspection of every client's tokens.
 pub const INTROSPECT_RIGHT: &str = "introspect";
@@ -48,7 +50,13 @@ impl Introspector {
 
     /// Whether this caller may see a token's full introspection `answer` as it is.
     pub fn may_see(&self, answer: &Introspection) -> bool {
-        answer.active && (self.any_token || answer.client_id.as_deref() == Some(self.client_id.as_str()))
+        self.may_see_token(&IntrospectionOwner { active: answer.active, client_id: answer.client_id.as_deref().map(Cow::Borrowed) })
+    }
+
+    /// The rule itself, on the two fields of an answer it reads: the proxy reads only
+    /// those from a cached answer, without building the whole [`Introspection`].
+    pub fn may_see_token(&self, owner: &IntrospectionOwner<'_>) -> bool {
+        owner.active && (self.any_token || owner.client_id.as_deref() == Some(self.client_id.as_str()))
     }
 
     /// The answer this caller may see, given a token's full introspection `answer`.

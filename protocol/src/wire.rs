@@ -2,6 +2,8 @@
 //! the backend serializes them, the proxy deserializes them, so a renamed or retyped
 //! field fails to compile instead of silently changing what the proxy caches.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -48,6 +50,15 @@ impl Introspection {
     pub fn user_id(&self) -> Option<&str> {
         self.username.as_ref().and(self.sub.as_deref())
     }
+}
+
+/// The fields of an [`Introspection`] that decide who may see it
+/// (`Introspector::may_see_token`), read without copying the rest.
+#[derive(Debug, Deserialize)]
+pub struct IntrospectionOwner<'a> {
+    pub active: bool,
+    #[serde(default, borrow)]
+    pub client_id: Option<Cow<'a, str>>,
 }
 
 /// Every error answer of both sidecars: `{"error": ..., "error_description": ...}`.

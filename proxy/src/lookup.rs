@@ -112,7 +112,7 @@ pub struct Lookups {
     flights: SingleFlight<LookupResult>,
     /// Client credentials (digest of `id:secret`) the backend accepted recently, so a
     /// cached introspection needs no backend call to authenticate its caller.
-    verified_clients: Mutex<HashMap<String, VerifiedClient>>,
+    verified_clients: Mutex<HashMap<String, Arc<VerifiedClient>>>,
     admin_token_digest: Option<String>,
     config: Arc<Config>,
 }
@@ -361,7 +361,7 @@ impl Lookups {
     }
 
     /// Client credentials (digest of what was presented) the backend accepted recently.
-    pub fn verified_client(&self, credential_digest: &str) -> Option<VerifiedClient> {
+    pub fn verified_client(&self, credential_digest: &str) -> Option<Arc<VerifiedClient>> {
         let clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
         clients.get(credential_digest).filter(|c| Instant::now() < c.until).cloned()
     }
@@ -382,7 +382,7 @@ impl Lookups {
             clients.retain(|_, c| c.until > now);
         }
         let until = Instant::now() + self.config.client_ttl;
-        clients.insert(credential_digest, VerifiedClient { introspector, marker, until });
+        clients.insert(credential_digest, Arc::new(VerifiedClient { introspector, marker, until }));
     }
 
     pub fn forget_client(&self, credential_digest: &str) {

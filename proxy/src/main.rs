@@ -7,6 +7,11 @@
 use pingora::server::RunArgs;
 use quantaid_proxy::config::Config;
 
+/// Buffers cross worker threads with their requests; mimalloc frees them without the
+/// arena lock contention glibc malloc has then (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let _telemetry =

@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 use quantaid_protocol::cache::hex_digest;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::oauth_form::{content_type_is, presented_client, Form, FORM_CONTENT_TYPE};
-use quantaid_protocol::wire::Introspection;
+use quantaid_protocol::wire::{Introspection, IntrospectionOwner};
 
 use crate::backend::Unavailable;
 use crate::lookup::Answer;
@@ -66,8 +66,8 @@ impl QuantaProxy {
             match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
                 Ok(Answer::Found(body)) => {
                     // The same rule as the backend's (quantaid_protocol::introspection).
-                    let Ok(full) = serde_json::from_str::<Introspection>(&body) else { return unavailable(session, ctx).await };
-                    let shown = if verified.introspector.may_see(&full) { Some(Bytes::from(body.to_string())) } else { inactive() };
+                    let Ok(owner) = serde_json::from_str::<IntrospectionOwner>(&body) else { return unavailable(session, ctx).await };
+                    let shown = if verified.introspector.may_see_token(&owner) { Some(Bytes::from(body.to_string())) } else { inactive() };
                     return respond(session, ctx, StatusCode::OK, &[], shown).await;
                 }
                 // The client changed since its credentials were verified: ask the backend.
