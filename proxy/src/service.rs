@@ -201,6 +201,9 @@ impl ProxyHttp for QuantaProxy {
             (ErrorSource::Downstream, _) => 400,
             _ => 500,
         };
+        // The connection is not reused after this answer (below), so the answer must say
+        // so: a pooled client would otherwise send its next request into a closing socket.
+        session.set_keepalive(None);
         if code > 0 {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let (error, description) = match code {
