@@ -12,12 +12,21 @@ use crate::process::{bind_lifetime, free_port, scratch_dir, wait_for_port};
 pub struct Redis {
     port: u16,
     dir: PathBuf,
+    /// The primary's port when this server is its replica.
+    replica_of: Option<u16>,
     child: Mutex<Option<Child>>,
 }
 
 impl Redis {
     pub fn start() -> anyhow::Result<Redis> {
-        let redis = Redis { port: free_port(), dir: scratch_dir("redis"), child: Mutex::new(None) };
+        let redis = Redis { port: free_port(), dir: scratch_dir("redis"), replica_of: None, child: Mutex::new(None) };
+        redis.restart()?;
+        Ok(redis)
+    }
+
+    /// A replica of `primary` (`replicaof`); it copies the primary's data once started.
+    pub fn start_replica_of(primary: &Redis) -> anyhow::Result<Redis> {
+        let redis = Redis { port: free_port(), dir: scratch_dir("redis"), replica_of: Some(primary.port), child: Mutex::new(None) };
         redis.restart()?;
         Ok(redis)
     }
@@ -45,6 +54,7 @@ impl Redis {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(self.replica_of.iter().flat_map(|port| ["--replicaof".to_string(), "127.0.0.1".to_string(), port.to_string()]))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         bind_lifetime(&mut cmd, libc::SIGKILL, None);

@@ -192,3 +192,53 @@ async fn a_revocation_abandoned_by_its_caller_still_publishes_its_marker() {
     }
     assert_eq!(marker.as_deref(), Some(cache::TOMBSTONE), "the abandoned revocation published its tombstone");
 }
+
+/// Waits until `replica` has a live link to its primary and has caught up.
+async fn replica_in_sync(replica: &Redis) {
+    let mut r = redis_conn(replica).await;
+    for _ in 0..100 {
+        let info: String = redis::cmd("INFO").arg("replication").query_async(&mut r).await.unwrap();
+        if info.contains("master_link_status:up") && info.contains("master_sync_in_progress:0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the replica did not catch up");
+}
+
+/// With QUANTAID_REDIS_WAIT_REPLICAS (the default under Sentinel), a revocation answers
+/// 2xx only once a replica holds its marker too, so that a failover to that replica
+/// cannot lose it (docs/caching.md). With the replica down the change is committed and
+/// its marker is on the primary, but the call answers 503 + Retry-After; once the
+/// replica is back, the same call answers 2xx.
+#[tokio::test]
+async fn a_revocation_answers_2xx_only_once_a_replica_holds_its_marker() {
+    let primary = Redis::start().unwrap();
+    let replica = Redis::start_replica_of(&primary).unwrap();
+    replica_in_sync(&replica).await;
+    let app = TestApp::with(&[(config::REDIS_HOST, &format!("127.0.0.1:{}", primary.port())), (config::REDIS_WAIT_REPLICAS, "1")]).await;
+    let mut on_replica = redis_conn(&replica).await;
+    app.create_user("alice").await;
+
+    let session = app.login("alice", PASSWORD).await;
+    let r = app.request(Method::POST, "/v1/auth/logout", Some(&session)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let v: Option<String> = on_replica.get(cache::session_key(&session)).await.unwrap();
+    assert_eq!(v.as_deref(), Some(cache::TOMBSTONE), "acknowledged means the replica has it");
+
+    replica.kill();
+    let session = app.login("alice", PASSWORD).await;
+    let r = app.request(Method::POST, "/v1/auth/logout", Some(&session)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "no replica acknowledged the marker");
+    assert!(r.headers().contains_key("retry-after"));
+    let mut on_primary = redis_conn(&primary).await;
+    let v: Option<String> = on_primary.get(cache::session_key(&session)).await.unwrap();
+    assert_eq!(v.as_deref(), Some(cache::TOMBSTONE), "the marker is on the primary meanwhile");
+    assert_eq!(app.get("/v1/auth/session", Some(&session)).await.status(), StatusCode::UNAUTHORIZED, "the logout is committed");
+
+    replica.restart().unwrap();
+    replica_in_sync(&replica).await;
+    let session = app.login("alice", PASSWORD).await;
+    let r = app.request(Method::POST, "/v1/auth/logout", Some(&session)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "a replica is back");
+}
