@@ -128,3 +128,47 @@ async fn a_revocation_the_backend_cannot_publish_is_not_acknowledged() {
         assert_eq!(stack.session(replica, &session).await, StatusCode::UNAUTHORIZED, "logged-out session on {replica}");
     }
 }
+
+/// The user-wide revocations (password change, logout-all, delete), while only the
+/// backend has lost Redis: none answers 2xx, each says 503 + Retry-After, and once
+/// Redis is reachable again the outbox makes every replica refuse the user's sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_wide_revocations_the_backend_cannot_publish_are_not_acknowledged() {
+    let stack = Stack::start_with_backend_link(2).await;
+    let link = stack.backend_link.as_ref().unwrap();
+    let mut sessions = Vec::new();
+    let mut users = Vec::new();
+    for name in ["kate", "liam", "mia"] {
+        users.push(stack.create_user(name).await);
+        let session = stack.login(0, name).await;
+        for replica in 0..2 {
+            cached(&stack, replica, "session", || async { stack.session(replica, &session).await == StatusCode::OK }).await;
+        }
+        sessions.push(session);
+    }
+
+    link.cut();
+    let password = stack
+        .http
+        .post(stack.at(0, &format!("/v1/users/{}/password", users[0])))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"new_password": "another long passphrase 42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_retryable(&password, "password change");
+    let everywhere = stack.http.post(stack.at(1, "/v1/auth/logout-all")).bearer_auth(&sessions[1]).send().await.unwrap();
+    assert_retryable(&everywhere, "logout-all");
+    let delete = stack.http.delete(stack.at(0, &format!("/v1/users/{}", users[2]))).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_retryable(&delete, "delete");
+
+    link.restore();
+    for (session, what) in sessions.iter().zip(["password change", "logout-all", "delete"]) {
+        for replica in 0..2 {
+            eventually(&format!("{what}: the session is refused on replica {replica}"), async || {
+                stack.session(replica, session).await == StatusCode::UNAUTHORIZED
+            })
+            .await;
+        }
+    }
+}
