@@ -141,7 +141,7 @@ pub async fn authenticate(state: &SharedState, headers: &HeaderMap) -> ApiResult
 /// presented the password or a TOTP code within the configured age, not just any live
 /// session: a stolen session token alone cannot lock its owner out.
 pub fn require_recent_auth(state: &SharedState, session: &Session) -> ApiResult<()> {
-    let max_age = chrono::Duration::from_std(state.config.reauth_max_age).unwrap_or(chrono::Duration::minutes(5));
+    let max_age = state.config.reauth_max_age;
     if session.authenticated_at + max_age >= Utc::now() {
         return Ok(());
     }

@@ -7,36 +7,29 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use quantaid_protocol::cache;
-use quantaid_protocol::env::Env;
 use quantaid_protocol::forwarded::{self, IpNet};
-use quantaid_protocol::redis_target::SentinelConfig;
+use quantaid_runtime::env::Env;
+use quantaid_runtime::redis_target::SentinelConfig;
+use quantaid_runtime::settings::{RedisSettings, TelemetrySettings};
 
-/// The Sentinel settings, if a sentinel list is given.
-fn redis_sentinel<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> anyhow::Result<Option<SentinelConfig>> {
-    SentinelConfig::parse(
-        env.raw(REDIS_SENTINELS),
-        env.get(REDIS_MASTER_NAME, "quantaid"),
-        env.raw(REDIS_PASSWORD),
-        env.raw(REDIS_SENTINEL_PASSWORD),
-        &env.get(REDIS_DB, "0"),
-    )
-    .map_err(|e| anyhow::anyhow!("{REDIS_SENTINELS}/{REDIS_MASTER_NAME}: {e}"))
-}
-
+/// The settings both sidecars share are named in `quantaid_runtime::settings`.
+pub use quantaid_runtime::settings::{
+    BOOTSTRAP_ADMIN_TOKEN, CACHE_MAX_TTL_SECS, INTERNAL_TOKEN, LOG_LEVEL, MAX_BODY_BYTES, OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, REDIS_DB, REDIS_HOST, REDIS_MASTER_NAME, REDIS_PASSWORD,
+    REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD, REDIS_TIMEOUT_MS,
+};
 pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
-pub const DB_HOST: &str = "DB_HOST";
+pub const DB_HOST: &str = "QUANTAID_DB_HOST";
 pub const DB_PORT: &str = "QUANTAID_DB_PORT";
 pub const DB_USER: &str = "QUANTAID_DB_USER";
-pub const DB_PASSWORD: &str = "DB_PASSWORD";
+pub const DB_PASSWORD: &str = "QUANTAID_DB_PASSWORD";
 pub const DB_NAME: &str = "QUANTAID_DB_NAME";
 pub const DB_POOL_MIN: &str = "QUANTAID_DB_POOL_MIN";
 pub const DB_POOL_MAX: &str = "QUANTAID_DB_POOL_MAX";
 pub const DB_POOL_WAIT_MS: &str = "QUANTAID_DB_POOL_WAIT_MS";
 pub const DB_STATEMENT_TIMEOUT_MS: &str = "QUANTAID_DB_STATEMENT_TIMEOUT_MS";
 pub const DB_MIGRATE_ON_START: &str = "QUANTAID_DB_MIGRATE_ON_START";
-pub const BOOTSTRAP_ADMIN_TOKEN: &str = "QUANTAID_BOOTSTRAP_ADMIN_TOKEN";
 pub const TRUSTED_PROXIES: &str = "QUANTAID_TRUSTED_PROXIES";
 pub const ISSUER: &str = "QUANTAID_ISSUER";
 pub const SESSION_TTL_SECS: &str = "QUANTAID_SESSION_TTL_SECS";
@@ -54,31 +47,15 @@ pub const LOGIN_THROTTLE_WINDOW_SECS: &str = "QUANTAID_LOGIN_THROTTLE_WINDOW_SEC
 pub const MFA_MAX_FAILURES_PER_ACCOUNT: &str = "QUANTAID_MFA_MAX_FAILURES_PER_ACCOUNT";
 pub const MFA_MAX_FAILURES_PER_IP: &str = "QUANTAID_MFA_MAX_FAILURES_PER_IP";
 pub const MFA_THROTTLE_WINDOW_SECS: &str = "QUANTAID_MFA_THROTTLE_WINDOW_SECS";
-pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
 pub const HEADER_READ_TIMEOUT_MS: &str = "QUANTAID_HEADER_READ_TIMEOUT_MS";
 pub const CSRF_TRUSTED_ORIGINS: &str = "QUANTAID_CSRF_TRUSTED_ORIGINS";
 pub const REAUTH_MAX_AGE_SECS: &str = "QUANTAID_REAUTH_MAX_AGE_SECS";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_SHUTDOWN_GRACE_SECS";
-pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
-pub const REDIS_HOST: &str = "REDIS_HOST";
-pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
-pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
-pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
-pub const REDIS_SENTINELS: &str = "QUANTAID_REDIS_SENTINELS";
-pub const REDIS_MASTER_NAME: &str = "QUANTAID_REDIS_MASTER_NAME";
-pub const REDIS_SENTINEL_PASSWORD: &str = "QUANTAID_REDIS_SENTINEL_PASSWORD";
 pub const REDIS_WAIT_REPLICAS: &str = "QUANTAID_REDIS_WAIT_REPLICAS";
-pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
-pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
 pub const BLOOM_WATERMARK_MARGIN_MS: &str = "QUANTAID_BLOOM_WATERMARK_MARGIN_MS";
-/// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-/// Standard OpenTelemetry variable; set, every log line is also exported over OTLP/HTTP.
-pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
 
 /// `REDIS_HOST` value that turns cache invalidation off (a backend without a proxy).
-pub use quantaid_protocol::cache::REDIS_DISABLED;
+pub use quantaid_runtime::settings::REDIS_DISABLED;
 
 /// One PostgreSQL server the backend may connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +93,7 @@ pub struct Argon2Config {
 pub struct ThrottleConfig {
     pub max_failures_per_account: i32,
     pub max_failures_per_ip: i32,
-    pub window: Duration,
+    pub window: chrono::TimeDelta,
 }
 
 #[derive(Clone, Debug)]
@@ -133,11 +110,11 @@ pub struct Config {
     pub trusted_origins: Vec<String>,
     /// How recently a session must have presented the password or a TOTP code for a
     /// sensitive change (TOTP enrolment or removal, email change).
-    pub reauth_max_age: Duration,
-    pub session_ttl: Duration,
-    pub access_token_ttl: Duration,
-    pub refresh_token_ttl: Duration,
-    pub mfa_token_ttl: Duration,
+    pub reauth_max_age: chrono::TimeDelta,
+    pub session_ttl: chrono::TimeDelta,
+    pub access_token_ttl: chrono::TimeDelta,
+    pub refresh_token_ttl: chrono::TimeDelta,
+    pub mfa_token_ttl: chrono::TimeDelta,
     pub argon2: Argon2Config,
     pub password_hash_workers: usize,
     pub password_hash_queue: usize,
@@ -204,6 +181,8 @@ impl Config {
             trusted_origins.push(origin_of(raw).with_context(|| format!("{CSRF_TRUSTED_ORIGINS}: {raw:?} is not an http(s) origin"))?);
         }
 
+        let redis = RedisSettings::from_env(&env)?;
+        let telemetry = TelemetrySettings::from_env(&env);
         let config = Config {
             // Only the proxy in the same pod calls the API: loopback unless told otherwise.
             listen_addr: env.parse(LISTEN_ADDR, "127.0.0.1:8081")?,
@@ -213,11 +192,11 @@ impl Config {
             trusted_proxies,
             issuer,
             trusted_origins,
-            reauth_max_age: env.secs(REAUTH_MAX_AGE_SECS, "300")?,
-            session_ttl: env.secs(SESSION_TTL_SECS, "43200")?,
-            access_token_ttl: env.secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
-            refresh_token_ttl: env.secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
-            mfa_token_ttl: env.secs(MFA_TOKEN_TTL_SECS, "300")?,
+            reauth_max_age: env.delta_secs(REAUTH_MAX_AGE_SECS, "300")?,
+            session_ttl: env.delta_secs(SESSION_TTL_SECS, "43200")?,
+            access_token_ttl: env.delta_secs(ACCESS_TOKEN_TTL_SECS, "3600")?,
+            refresh_token_ttl: env.delta_secs(REFRESH_TOKEN_TTL_SECS, "2592000")?,
+            mfa_token_ttl: env.delta_secs(MFA_TOKEN_TTL_SECS, "300")?,
             argon2: Argon2Config {
                 memory_kib: env.parse(ARGON2_MEMORY_KIB, "19456")?,
                 iterations: env.parse(ARGON2_ITERATIONS, "2")?,
@@ -228,31 +207,26 @@ impl Config {
             throttle: ThrottleConfig {
                 max_failures_per_account: env.parse(LOGIN_MAX_FAILURES_PER_ACCOUNT, "5")?,
                 max_failures_per_ip: env.parse(LOGIN_MAX_FAILURES_PER_IP, "50")?,
-                window: env.secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
+                window: env.delta_secs(LOGIN_THROTTLE_WINDOW_SECS, "900")?,
             },
             mfa_throttle: ThrottleConfig {
                 max_failures_per_account: env.parse(MFA_MAX_FAILURES_PER_ACCOUNT, "10")?,
                 max_failures_per_ip: env.parse(MFA_MAX_FAILURES_PER_IP, "50")?,
-                window: env.secs(MFA_THROTTLE_WINDOW_SECS, "14400")?,
+                window: env.delta_secs(MFA_THROTTLE_WINDOW_SECS, "14400")?,
             },
             max_body_bytes: env.parse(MAX_BODY_BYTES, "65536")?,
             header_read_timeout: env.millis(HEADER_READ_TIMEOUT_MS, "10000")?,
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "10")?,
-            log_level: env.get(LOG_LEVEL, "info"),
-            redis_url: cache::redis_url(
-                &env.get(REDIS_HOST, "127.0.0.1:6379"),
-                env.raw(REDIS_PASSWORD).as_deref(),
-                &env.get(REDIS_DB, "0"),
-            )
-            .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
-            redis_sentinel: redis_sentinel(&env)?,
+            log_level: telemetry.log_level,
+            redis_url: redis.url,
+            redis_sentinel: redis.sentinel,
             redis_wait_replicas: env.parse(REDIS_WAIT_REPLICAS, if env.raw(REDIS_SENTINELS).is_some() { "1" } else { "0" })?,
-            redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
+            redis_timeout: redis.timeout,
             cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
             internal_token: env.raw(INTERNAL_TOKEN),
             bloom_watermark_margin: env.millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
-            otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
-            otlp_logs_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_LOGS_ENDPOINT]),
+            otlp_enabled: telemetry.otlp_enabled,
+            otlp_logs_enabled: telemetry.otlp_logs_enabled,
         };
         if config.argon2.memory_kib < 19 * 1024 || config.argon2.iterations < 2 {
             // OWASP's floor for argon2id; weaker settings are refused, not silently used.
@@ -262,7 +236,7 @@ impl Config {
             (&config.throttle, LOGIN_MAX_FAILURES_PER_ACCOUNT, LOGIN_THROTTLE_WINDOW_SECS),
             (&config.mfa_throttle, MFA_MAX_FAILURES_PER_ACCOUNT, MFA_THROTTLE_WINDOW_SECS),
         ] {
-            if t.max_failures_per_account < 1 || t.max_failures_per_ip < 1 || t.window.is_zero() {
+            if t.max_failures_per_account < 1 || t.max_failures_per_ip < 1 || t.window <= chrono::TimeDelta::zero() {
                 bail!("{account} and its per-IP limit must be at least 1, and {window} above 0");
             }
         }
@@ -356,9 +330,19 @@ mod tests {
     #[test]
     fn mfa_defaults_allow_fewer_than_100_guesses_a_day() {
         let t = config(&[]).unwrap().mfa_throttle;
-        let windows_per_day = 86_400 / t.window.as_secs() + 1;
-        let guesses = windows_per_day * t.max_failures_per_account as u64;
+        let windows_per_day = 86_400 / t.window.num_seconds() + 1;
+        let guesses = windows_per_day * i64::from(t.max_failures_per_account);
         assert!(guesses < 100, "{guesses}");
+    }
+
+    #[test]
+    fn the_old_names_of_renamed_variables_still_work() {
+        let c = config(&[("DB_HOST", "db.internal"), ("DB_PASSWORD", "pw"), ("REDIS_HOST", "cache:7000")]).unwrap();
+        assert_eq!(c.db.servers[0].host, "db.internal");
+        assert_eq!(c.db.password, "pw");
+        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:7000/0"));
+        let c = config(&[("DB_HOST", "old"), (DB_HOST, "new")]).unwrap();
+        assert_eq!(c.db.servers[0].host, "new", "the new name wins");
     }
 
     #[test]

@@ -35,8 +35,7 @@ pub async fn run(state: SharedState) {
 async fn sweep(state: &SharedState) -> Result<(), crate::error::ApiError> {
     let now = Utc::now();
     // The longest throttle window: a counter younger than it may still be in force.
-    let longest = state.config.throttle.window.max(state.config.mfa_throttle.window);
-    let window = chrono::Duration::from_std(longest).unwrap_or(chrono::Duration::days(1));
+    let window = state.config.throttle.window.max(state.config.mfa_throttle.window);
     let conn = state.db.conn().await?;
     conn.execute(&DELETE_STALE, &[&(now - window)]).await?;
     conn.execute(&DELETE_DEAD_CHALLENGES, &[&now]).await?;

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use quantaid_protocol::cache::{self, TOMBSTONE};
-use quantaid_protocol::redis_target::RedisTarget;
+use quantaid_runtime::redis_target::RedisTarget;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 

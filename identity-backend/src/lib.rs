@@ -22,7 +22,7 @@ pub mod throttle;
 pub mod users;
 
 /// The JSON log format and trace context, shared with the proxy.
-pub use quantaid_protocol::telemetry;
+pub use quantaid_runtime::telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ pub async fn run(
     let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
     let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
     let redis =
-        quantaid_protocol::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
+        quantaid_runtime::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
     let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis_timeout, config.cache_max_ttl);
     let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest, internal_token_digest, invalidator });
 

@@ -12,6 +12,7 @@ use quantaid_backend::{migrate, run, telemetry};
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let _telemetry = telemetry::init_logging(&config.log_level, "quantaid-backend", config.otlp_enabled, config.otlp_logs_enabled);
+    quantaid_runtime::env::warn_deprecated();
     match std::env::args().nth(1).as_deref().unwrap_or("serve") {
         "migrate" => {
             let applied = migrate(&config).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use quantaid_protocol::metrics::{method_label, status_label};
-use quantaid_protocol::process::ProcessCollector;
+use quantaid_runtime::process::ProcessCollector;
 
 use crate::db::Query;
 use crate::SharedState;

@@ -102,7 +102,7 @@ impl TotpAttempt {
             throttle::count_attempt(conn, &state.config.mfa_throttle, &keys, now).await?
         {
             if first {
-                let details = json!({"window_secs": state.config.mfa_throttle.window.as_secs()});
+                let details = json!({"window_secs": state.config.mfa_throttle.window.num_seconds()});
                 audit::record(conn, Some(user_id), Action::MfaThrottled, ip, details).await?;
                 tracing::warn!("MFA attempts throttled");
             }

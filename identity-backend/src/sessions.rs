@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -112,7 +112,7 @@ async fn start_session(
     ip: IpAddr,
 ) -> ApiResult<(String, DateTime<Utc>)> {
     let now = Utc::now();
-    let expires_at = now + Duration::from_std(state.config.session_ttl).unwrap_or(Duration::hours(12));
+    let expires_at = now + state.config.session_ttl;
     let secret = token::generate(TokenKind::Session, now);
     conn.execute(&INSERT_SESSION, &[&new_id(now), &token::digest(&secret), &user_id, &mfa_verified, &ip, &now, &expires_at]).await?;
     Ok((secret, expires_at))
@@ -136,7 +136,7 @@ pub async fn login(State(state): State<SharedState>, ctx: RequestContext, JsonBo
     let conn = state.db.conn().await?;
     if user.mfa_enabled {
         let now = Utc::now();
-        let expires_at = now + Duration::from_std(state.config.mfa_token_ttl).unwrap_or(Duration::minutes(5));
+        let expires_at = now + state.config.mfa_token_ttl;
         let mfa_token = token::generate(TokenKind::MfaChallenge, now);
         conn.execute(&INSERT_MFA_CHALLENGE, &[&token::digest(&mfa_token), &user.id, &expires_at]).await?;
         state.metrics.logins.with_label_values(&["mfa_required"]).inc();

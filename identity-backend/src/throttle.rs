@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::ThrottleConfig;
@@ -59,7 +59,7 @@ pub const DELETE_STALE: Query = Query { name: "throttle_delete_stale", sql: "DEL
 /// `429 too_many_attempts` (with the seconds until the window ends) when either key
 /// has used up its failures. Otherwise, whether the account has failures counted.
 pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<bool> {
-    let window = Duration::from_std(cfg.window).unwrap_or(Duration::minutes(15));
+    let window = cfg.window;
     let rows = conn.query(&CURRENT, &[&vec![keys.account.as_str(), keys.ip.as_str()], &(now - window)]).await?;
     let mut account_failures = false;
     for row in rows {
@@ -77,7 +77,7 @@ pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now:
 }
 
 pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<()> {
-    let window = Duration::from_std(cfg.window).unwrap_or(Duration::minutes(15));
+    let window = cfg.window;
     conn.execute(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
     Ok(())
 }
@@ -96,7 +96,7 @@ pub enum Attempt {
 /// Counts one attempt on both keys atomically (each counter is read and written by one
 /// statement), then says whether it stays within the limits.
 pub async fn count_attempt(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<Attempt> {
-    let window = Duration::from_std(cfg.window).unwrap_or(Duration::hours(4));
+    let window = cfg.window;
     let rows = conn.query(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
     let mut outcome = Attempt::Allowed;
     for row in rows {

@@ -169,42 +169,6 @@ pub fn entry(created_ms: Option<i64>, user_id: Option<&str>, user_version: Optio
     )
 }
 
-/// `REDIS_HOST` value that turns the cache (and so its invalidation) off.
-pub const REDIS_DISABLED: &str = "none";
-
-/// Both sidecars read `REDIS_HOST` (`host[:port]`, port 6379 by default),
-/// `REDIS_PASSWORD` and a database number into one `redis://` URL; [`REDIS_DISABLED`]
-/// gives `None`. Errors name the part that is wrong.
-pub fn redis_url(host: &str, password: Option<&str>, db: &str) -> Result<Option<String>, String> {
-    let host = host.trim();
-    if host == REDIS_DISABLED {
-        return Ok(None);
-    }
-    let db: u32 = db.trim().parse().map_err(|e| format!("database {db:?}: {e}"))?;
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) => (name, port.parse::<u16>().map_err(|e| format!("host {host:?}: {e}"))?),
-        None => (host, 6379),
-    };
-    if name.is_empty() {
-        return Err(format!("host {host:?} names no host"));
-    }
-    // Percent-encode the password so any character survives the URL.
-    let auth = match password.filter(|p| !p.is_empty()) {
-        Some(p) => {
-            let encoded: String = p
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!(":{encoded}@")
-        }
-        None => String::new(),
-    };
-    Ok(Some(format!("redis://{auth}{name}:{port}/{db}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,15 +181,6 @@ mod tests {
         assert_eq!(token_key("abc"), "token:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let digest = Sha256::digest(b"abc");
         assert_eq!(key_from_digest("token", &digest), token_key("abc"));
-    }
-
-    #[test]
-    fn redis_urls() {
-        assert_eq!(redis_url("none", None, "0").unwrap(), None);
-        assert_eq!(redis_url("redis-master", None, "2").unwrap().unwrap(), "redis://redis-master:6379/2");
-        assert_eq!(redis_url("r:7000", Some("p@ss word"), "0").unwrap().unwrap(), "redis://:p%40ss%20word@r:7000/0");
-        assert!(redis_url("r:notaport", None, "0").is_err());
-        assert!(redis_url(":6379", None, "0").is_err());
     }
 
     #[test]

@@ -4,50 +4,39 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::bail;
-use quantaid_protocol::cache;
-use quantaid_protocol::env::Env;
 use quantaid_protocol::forwarded::{self, IpNet};
-use quantaid_protocol::redis_target::SentinelConfig;
+use quantaid_runtime::env::Env;
+use quantaid_runtime::redis_target::SentinelConfig;
+use quantaid_runtime::settings::{RedisSettings, TelemetrySettings};
 
+/// The settings both sidecars share are named in `quantaid_runtime::settings`.
+pub use quantaid_runtime::settings::{
+    BOOTSTRAP_ADMIN_TOKEN, CACHE_MAX_TTL_SECS, INTERNAL_TOKEN, LOG_LEVEL, MAX_BODY_BYTES, OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, REDIS_DB, REDIS_HOST, REDIS_MASTER_NAME, REDIS_PASSWORD,
+    REDIS_SENTINELS, REDIS_SENTINEL_PASSWORD, REDIS_TIMEOUT_MS,
+};
 pub const LISTEN_ADDR: &str = "QUANTAID_PROXY_LISTEN_ADDR";
 pub const METRICS_ADDR: &str = "QUANTAID_PROXY_METRICS_ADDR";
 pub const BACKEND_ADDR: &str = "QUANTAID_BACKEND_ADDR";
 pub const BACKEND_TIMEOUT_MS: &str = "QUANTAID_BACKEND_TIMEOUT_MS";
 pub const LOOKUP_TIMEOUT_MS: &str = "QUANTAID_LOOKUP_TIMEOUT_MS";
-pub const REDIS_HOST: &str = "REDIS_HOST";
-pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
-pub const REDIS_DB: &str = "QUANTAID_REDIS_DB";
-pub const REDIS_TIMEOUT_MS: &str = "QUANTAID_REDIS_TIMEOUT_MS";
-pub const REDIS_SENTINELS: &str = "QUANTAID_REDIS_SENTINELS";
-pub const REDIS_MASTER_NAME: &str = "QUANTAID_REDIS_MASTER_NAME";
-pub const REDIS_SENTINEL_PASSWORD: &str = "QUANTAID_REDIS_SENTINEL_PASSWORD";
 pub const BREAKER_FAILURES: &str = "QUANTAID_REDIS_BREAKER_FAILURES";
 pub const BREAKER_OPEN_MS: &str = "QUANTAID_REDIS_BREAKER_OPEN_MS";
 pub const SESSION_TTL_SECS: &str = "QUANTAID_CACHE_SESSION_TTL_SECS";
 pub const USER_TTL_SECS: &str = "QUANTAID_CACHE_USER_TTL_SECS";
 pub const NEGATIVE_TTL_SECS: &str = "QUANTAID_CACHE_NEGATIVE_TTL_SECS";
 pub const CLIENT_TTL_SECS: &str = "QUANTAID_CACHE_CLIENT_TTL_SECS";
-pub const CACHE_MAX_TTL_SECS: &str = "QUANTAID_CACHE_MAX_TTL_SECS";
 pub const BLOOM_REBUILD_SECS: &str = "QUANTAID_BLOOM_REBUILD_SECS";
 pub const BLOOM_CATCH_UP_MS: &str = "QUANTAID_BLOOM_CATCH_UP_MS";
 pub const BLOOM_FP_RATE: &str = "QUANTAID_BLOOM_FP_RATE";
-pub const INTERNAL_TOKEN: &str = "QUANTAID_INTERNAL_TOKEN";
-pub const BOOTSTRAP_ADMIN_TOKEN: &str = "QUANTAID_BOOTSTRAP_ADMIN_TOKEN";
-pub const MAX_BODY_BYTES: &str = "QUANTAID_MAX_BODY_BYTES";
 pub const THREADS: &str = "QUANTAID_PROXY_THREADS";
 pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_PROXY_SHUTDOWN_GRACE_SECS";
-pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
 pub const TRUSTED_INGRESS: &str = "QUANTAID_PROXY_TRUSTED_INGRESS";
 pub const MAX_HEADER_BYTES: &str = "QUANTAID_PROXY_MAX_HEADER_BYTES";
 pub const MAX_HEADERS: &str = "QUANTAID_PROXY_MAX_HEADERS";
 pub const HEADER_TIMEOUT_MS: &str = "QUANTAID_PROXY_HEADER_TIMEOUT_MS";
 pub const BODY_TIMEOUT_MS: &str = "QUANTAID_PROXY_BODY_TIMEOUT_MS";
 pub const MAX_CONNECTIONS: &str = "QUANTAID_PROXY_MAX_CONNECTIONS";
-/// Standard OpenTelemetry variables; either one set turns OTLP trace export on.
-pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-/// Standard OpenTelemetry variable; set, every log line is also exported over OTLP/HTTP.
-pub const OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -115,27 +104,17 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let env = Env::new(lookup);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let redis = RedisSettings::from_env(&env)?;
+        let telemetry = TelemetrySettings::from_env(&env);
         let config = Config {
             listen_addr: env.parse(LISTEN_ADDR, "0.0.0.0:8080")?,
             metrics_addr: env.parse(METRICS_ADDR, "0.0.0.0:9090")?,
             backend_addr: env.parse(BACKEND_ADDR, "127.0.0.1:8081")?,
             backend_timeout: env.millis(BACKEND_TIMEOUT_MS, "10000")?,
             lookup_timeout: env.millis(LOOKUP_TIMEOUT_MS, "2000")?,
-            redis_url: cache::redis_url(
-                &env.get(REDIS_HOST, "127.0.0.1:6379"),
-                env.raw(REDIS_PASSWORD).as_deref(),
-                &env.get(REDIS_DB, "0"),
-            )
-            .map_err(|e| anyhow::anyhow!("{REDIS_HOST}/{REDIS_DB}: {e}"))?,
-            redis_sentinel: SentinelConfig::parse(
-                env.raw(REDIS_SENTINELS),
-                env.get(REDIS_MASTER_NAME, "quantaid"),
-                env.raw(REDIS_PASSWORD),
-                env.raw(REDIS_SENTINEL_PASSWORD),
-                &env.get(REDIS_DB, "0"),
-            )
-            .map_err(|e| anyhow::anyhow!("{REDIS_SENTINELS}/{REDIS_MASTER_NAME}: {e}"))?,
-            redis_timeout: env.millis(REDIS_TIMEOUT_MS, "100")?,
+            redis_url: redis.url,
+            redis_sentinel: redis.sentinel,
+            redis_timeout: redis.timeout,
             breaker_failures: env.parse(BREAKER_FAILURES, "3")?,
             breaker_open: env.millis(BREAKER_OPEN_MS, "1000")?,
             session_ttl: env.secs(SESSION_TTL_SECS, "1800")?,
@@ -151,9 +130,9 @@ impl Config {
             max_body_bytes: env.parse(MAX_BODY_BYTES, "65536")?,
             threads: env.parse(THREADS, &cores.to_string())?,
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "5")?,
-            log_level: env.get(LOG_LEVEL, "info"),
-            otlp_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT]),
-            otlp_logs_enabled: env.any_set(&[OTEL_EXPORTER_OTLP_LOGS_ENDPOINT]),
+            log_level: telemetry.log_level,
+            otlp_enabled: telemetry.otlp_enabled,
+            otlp_logs_enabled: telemetry.otlp_logs_enabled,
             trusted_ingress: forwarded::parse_nets(&env.get(TRUSTED_INGRESS, "")).map_err(|e| anyhow::anyhow!("{TRUSTED_INGRESS}: {e}"))?,
             max_header_bytes: env.parse(MAX_HEADER_BYTES, "32768")?,
             max_headers: env.parse(MAX_HEADERS, "100")?,

@@ -15,7 +15,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let _telemetry =
-        quantaid_protocol::telemetry::init_logging(&config.log_level, "quantaid-proxy", config.otlp_enabled, config.otlp_logs_enabled);
+        quantaid_runtime::telemetry::init_logging(&config.log_level, "quantaid-proxy", config.otlp_enabled, config.otlp_logs_enabled);
+    quantaid_runtime::env::warn_deprecated();
     let server = quantaid_proxy::build_server(config)?;
     server.run(RunArgs::default());
     Ok(())

@@ -11,7 +11,7 @@ use prometheus::{
     IntGauge,
 };
 use quantaid_protocol::metrics::{method_label, status_label};
-use quantaid_protocol::process::ProcessCollector;
+use quantaid_runtime::process::ProcessCollector;
 
 /// 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] =

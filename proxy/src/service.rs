@@ -13,7 +13,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::forwarded;
-use quantaid_protocol::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
+use quantaid_runtime::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 
 use crate::config::Config;
 use crate::lookup::Lookups;

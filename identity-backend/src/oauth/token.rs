@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -71,10 +71,6 @@ fn token_response(issued: Issued) -> Response {
     response
 }
 
-fn ttl(d: std::time::Duration) -> Duration {
-    Duration::from_std(d).unwrap_or(Duration::hours(1))
-}
-
 /// Inserts a new issuance (a new token family) with its audit entry.
 #[allow(clippy::too_many_arguments)]
 async fn issue_new(
@@ -90,8 +86,8 @@ async fn issue_new(
     let now = Utc::now();
     let access = token::generate(TokenKind::Access, now);
     let refresh = with_refresh.then(|| token::generate(TokenKind::Refresh, now));
-    let expires_at = now + ttl(state.config.access_token_ttl);
-    let refresh_expires_at: Option<DateTime<Utc>> = refresh.as_ref().map(|_| now + ttl(state.config.refresh_token_ttl));
+    let expires_at = now + state.config.access_token_ttl;
+    let refresh_expires_at: Option<DateTime<Utc>> = refresh.as_ref().map(|_| now + state.config.refresh_token_ttl);
     let id = new_id(now); // also the family's id: a new family is named after its first issuance
     conn.execute(
         &INSERT_TOKEN_AND_AUDIT,
@@ -224,8 +220,8 @@ async fn refresh(
     };
     let access = token::generate(TokenKind::Access, now);
     let next_refresh = token::generate(TokenKind::Refresh, now);
-    let expires_at = now + ttl(state.config.access_token_ttl);
-    let refresh_expires_at = now + ttl(state.config.refresh_token_ttl);
+    let expires_at = now + state.config.access_token_ttl;
+    let refresh_expires_at = now + state.config.refresh_token_ttl;
     let rotated = conn
         .query_opt(
             &ROTATE,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use quantaid_protocol::cache::{FILL_SCRIPT, LOOKUP_SCRIPT};
-use quantaid_protocol::redis_target::RedisTarget;
+use quantaid_runtime::redis_target::RedisTarget;
 use redis::aio::ConnectionManager;
 use redis::Script;
 
