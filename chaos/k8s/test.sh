@@ -32,13 +32,11 @@ started=$SECONDS
 for tool in jq curl python3; do
     command -v "$tool" >/dev/null && continue
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq curl python3 python3-yaml >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends jq curl python3 python3-pip >/dev/null
     break
 done
-python3 -c 'import yaml' 2>/dev/null || {
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-yaml >/dev/null
-}
+# As deploy/k8s/tools.sh does: the python3 on PATH may not be Debian's.
+python3 -c 'import yaml' 2>/dev/null || python3 -m pip install -q pyyaml
 TOXIPROXY_BIN=$(bash -c 'set -euo pipefail; CHAOS_NAME=k8s-test; . chaos/lib/common.sh; chaos_toxiproxy_install >&2; echo "$TOXIPROXY_BIN"')
 
 work=$(mktemp -d /tmp/quantaid-chaos-k8s-test.XXXXXX)
