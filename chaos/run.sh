@@ -12,7 +12,8 @@
 # Exit code: 0 when every experiment met its goals, 1 when one did not, 2 on a usage or
 # set-up error. It installs what is missing (scripts/setup.sh, Toxiproxy, redis-sentinel)
 # and builds the backend, the proxy and the load generator in release mode into
-# $CARGO_TARGET_DIR (default /var/tmp/quantaid-target).
+# $CARGO_TARGET_DIR (default /var/tmp/quantaid-target), unless CHAOS_BIN_DIR names a
+# directory that already holds them (e.g. a release's binaries, for --k8s).
 #
 # ---- The contract for experiments (keep it stable: other experiments depend on it) ----
 # An experiment is ONE file, chaos/experiments/<name>.sh, defining:
@@ -38,7 +39,9 @@
 #   chaos_toxi_cut NAME, chaos_toxi_restore NAME,
 #   chaos_load_start SECS RATE, chaos_phase NAME, chaos_load_wait,
 #   chaos_metric KEY, chaos_expect LABEL VALUE OP LIMIT, chaos_note TEXT,
-#   chaos_k8s_setup, chaos_k8s_kill_pod, chaos_k8s_wait_ready, chaos_k8s_redis_cli, chaos_k8s_toxi.
+#   chaos_k8s_setup, chaos_k8s_kill_pod, chaos_k8s_wait_ready, chaos_k8s_redis_cli,
+#   chaos_k8s_sentinel_master, chaos_k8s_pod_of, chaos_k8s_toxiproxy (the chaos_toxi_* verbs
+#   then act on a pod's Toxiproxy sidecar).
 # The experiment passes when experiment_run returns 0 and every chaos_expect held.
 # Whatever happens (failure, SIGTERM, Ctrl-C), every process started with chaos_spawn
 # and every cluster started with chaos_pg_start is killed, and CHAOS_WORK removed; the
@@ -81,9 +84,14 @@ fi
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then PATH=$HOME/.cargo/bin:$PATH; fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/quantaid-target}
 if [ "$k8s" = 0 ]; then scripts/setup.sh; fi
-printf '==> building the backend, the proxy and the load generator (release) into %s\n' "$CARGO_TARGET_DIR"
-cargo build --release -p quantaid-backend -p quantaid-proxy -p quantaid-loadtest
-BIN_DIR=$CARGO_TARGET_DIR/release
+if [ -n "${CHAOS_BIN_DIR:-}" ]; then
+    BIN_DIR=$(cd "$CHAOS_BIN_DIR" && pwd) || fail "CHAOS_BIN_DIR $CHAOS_BIN_DIR is not a directory"
+    [ -x "$BIN_DIR/quantaid-loadtest" ] || fail "CHAOS_BIN_DIR has no quantaid-loadtest"
+else
+    printf '==> building the backend, the proxy and the load generator (release) into %s\n' "$CARGO_TARGET_DIR"
+    cargo build --release -p quantaid-backend -p quantaid-proxy -p quantaid-loadtest
+    BIN_DIR=$CARGO_TARGET_DIR/release
+fi
 
 # ---------------------------------------------------------------------------- running
 

@@ -100,7 +100,11 @@ db_latency_goals() {
     done
     # The proxy's bound plus 500 ms for the load generator's own scheduling on a busy machine.
     chaos_expect "slowest uncached call during the latency, answer or 503 (ms)" "$worst" '<=' $((DB_LATENCY_BUDGET_MS + 500))
-    chaos_expect "5xx answers other than 503 (both proxies)" "$(proxies_5xx_other)" '==' 0
+    if [ -n "$CHAOS_PROXY_METRICS" ]; then
+        chaos_expect "5xx answers other than 503 (the proxies' counters)" "$(proxies_5xx_other)" '==' 0
+    else
+        chaos_note "the proxies' own 5xx counters were not read (set CHAOS_K8S_PROXY_METRICS)"
+    fi
     # The load generator's own count: every failed request was a 503 (the proxy always
     # sends Retry-After with it), none a timeout, a reset or another status.
     chaos_expect "failed requests that were not 503 (load generator)" \
@@ -110,27 +114,31 @@ db_latency_goals() {
     chaos_expect "p99 of token grants after the removal (ms)" "$(chaos_metric 'p99_ms:token@recovered')" '<' $((DB_LATENCY_MS / 2))
     chaos_expect "'active' answers for revoked credentials" "$(chaos_metric stale_active)" '==' 0
     chaos_note "during the latency: $(chaos_metric 'failed@fault') of $(chaos_metric 'requests@fault') requests answered 503 + Retry-After; p99 of token grants $(chaos_metric 'p99_ms:token@fault') ms, of logins $(chaos_metric 'p99_ms:login@fault') ms"
-    [ "$other_before" = 0 ] || chaos_note "5xx other than 503 before the fault: $other_before"
+    [ "${other_before:-0}" = 0 ] || chaos_note "5xx other than 503 before the fault: $other_before"
 }
 
 experiment_k8s() {
-    # The backend's pod reaches PostgreSQL through a Toxiproxy sidecar (proxy `pg`);
-    # the latency is added and removed with its CLI.
+    # The backend of one pod reaches PostgreSQL through the Toxiproxy sidecar of chaos/k8s/
+    # (proxy `postgres`); the latency is added and removed through its API, as locally.
+    # The budget checked is this file's DB_LATENCY_BUDGET_MS: set the release's
+    # QUANTAID_BACKEND_TIMEOUT_MS to it (docs/chaos.md, "On Kubernetes").
     local before fault settle recovered rate
     read -r before fault settle recovered rate <<<"$(db_latency_timings)"
     chaos_k8s_setup
-    local pod=${CHAOS_K8S_BACKEND_POD:?set CHAOS_K8S_BACKEND_POD to a pod with the Toxiproxy sidecar}
+    chaos_k8s_toxiproxy "${CHAOS_K8S_BACKEND_POD:?set CHAOS_K8S_BACKEND_POD to a pod with the Toxiproxy sidecar (chaos/k8s/)}"
+    # Optional: the proxies' metrics URLs (space-separated, e.g. port-forwards to :9090).
+    CHAOS_PROXY_METRICS=${CHAOS_K8S_PROXY_METRICS:-}
     chaos_load_start $((before + fault + settle + recovered)) "$rate"
     sleep "$before"
+    local other_before=""
+    [ -z "$CHAOS_PROXY_METRICS" ] || other_before=$(proxies_5xx_other)
     chaos_phase fault
-    chaos_k8s_toxi "$pod" toxic add -n slow -t latency -a latency=$DB_LATENCY_MS pg
+    chaos_toxi_add postgres slow latency latency=$DB_LATENCY_MS
     sleep "$fault"
     chaos_phase settle
-    chaos_k8s_toxi "$pod" toxic remove -n slow pg
+    chaos_toxi_remove postgres slow
     sleep "$settle"
     chaos_phase recovered
     chaos_load_wait
-    chaos_expect "p99 of cached lookups during the latency (ms)" "$(chaos_metric 'p99_ms:lookup@fault')" '<=' 5
-    chaos_expect "failed requests after the removal" "$(chaos_metric 'failed@recovered')" '==' 0
-    chaos_expect "'active' answers for revoked credentials" "$(chaos_metric stale_active)" '==' 0
+    db_latency_goals "$other_before"
 }
