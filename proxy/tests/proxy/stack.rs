@@ -66,7 +66,7 @@ impl Stack {
             .env("QUANTAID_PROXY_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("QUANTAID_PROXY_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("QUANTAID_BACKEND_ADDR", backend.to_string())
-            .env("REDIS_HOST", format!("127.0.0.1:{}", self.redis.port()))
+            .env("QUANTAID_REDIS_HOST", format!("127.0.0.1:{}", self.redis.port()))
             .env("QUANTAID_INTERNAL_TOKEN", INTERNAL_TOKEN)
             .env("QUANTAID_BOOTSTRAP_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("QUANTAID_BLOOM_CATCH_UP_MS", "200")
