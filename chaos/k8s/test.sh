@@ -77,7 +77,7 @@ else
     not_ok "kubeconform -strict of the patched release" "$work/kubeconform.log"
 fi
 if python3 chaos/k8s/tests/check_overlay.py "$overlay/quantaid.yaml" "$work/patched.yaml" chaos/k8s/toxiproxy.json \
-    identity-backend/src/config.rs >"$work/overlay.log" 2>&1; then
+    identity-backend/src/config.rs runtime/src/settings.rs >"$work/overlay.log" 2>&1; then
     ok "the sidecar comes before the backend, which alone is pointed at its listeners"
 else
     not_ok "the sidecar comes before the backend, which alone is pointed at its listeners" "$work/overlay.log"

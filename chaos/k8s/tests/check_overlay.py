@@ -5,7 +5,7 @@ Usage: check_overlay.py RENDERED_CHART PATCHED TOXIPROXY_JSON CONFIG_RS
 The patched Deployment must run `toxiproxy` (pinned image) as a native sidecar before
 `backend`, mount the generated ConfigMap, and point the backend alone (not the proxy) at
 the listeners of toxiproxy.json, whose upstreams are the chart's own database and Redis
-addresses; the variables must be the backend's (identity-backend/src/config.rs).
+addresses; the variables must be the backend's (identity-backend/src/config.rs, runtime/src/settings.rs).
 """
 import json
 import re
@@ -23,7 +23,7 @@ def env_of(container):
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
-def main(rendered, patched, toxi_json, config_rs):
+def main(rendered, patched, toxi_json, *config_files):
     errors = []
 
     def need(cond, what):
@@ -31,7 +31,7 @@ def main(rendered, patched, toxi_json, config_rs):
             errors.append(what)
 
     _, chart_docs = deployment(rendered)
-    config = [d for d in chart_docs if d["kind"] == "ConfigMap" and "DB_HOST" in d.get("data", {})][0]["data"]
+    config = [d for d in chart_docs if d["kind"] == "ConfigMap" and "QUANTAID_DB_HOST" in d.get("data", {})][0]["data"]
     dep, docs = deployment(patched)
     spec = dep["spec"]["template"]["spec"]
     inits = spec["initContainers"]
@@ -49,15 +49,17 @@ def main(rendered, patched, toxi_json, config_rs):
     pg_listen = proxies["postgres"]["listen"]
     redis_listen = proxies["redis"]["listen"]
     need(pg_listen.startswith("127.0.0.1:") and redis_listen.startswith("127.0.0.1:"), "listeners not on loopback")
-    need(proxies["postgres"]["upstream"] == f"{config['DB_HOST']}:{config['QUANTAID_DB_PORT']}",
+    need(proxies["postgres"]["upstream"] == f"{config['QUANTAID_DB_HOST']}:{config['QUANTAID_DB_PORT']}",
          "the postgres upstream is not the chart's database.host:database.port")
-    need(proxies["redis"]["upstream"] == config["REDIS_HOST"], "the redis upstream is not the chart's redis.host")
+    need(proxies["redis"]["upstream"] == config["QUANTAID_REDIS_HOST"], "the redis upstream is not the chart's redis.host")
 
-    consts = set(re.findall(r'pub const \w+: &str = "([A-Z_]+)";', open(config_rs).read()))
+    consts = set()
+    for config_file in config_files:
+        consts |= set(re.findall(r'pub const \w+: &str = "([A-Z_]+)";', open(config_file).read()))
     backend = env_of(inits[1])
-    want = {"DB_HOST": "127.0.0.1", "QUANTAID_DB_PORT": pg_listen.split(":")[1], "REDIS_HOST": redis_listen}
+    want = {"QUANTAID_DB_HOST": "127.0.0.1", "QUANTAID_DB_PORT": pg_listen.split(":")[1], "QUANTAID_REDIS_HOST": redis_listen}
     for name, value in want.items():
-        need(name in consts, f"{name} is not a variable of identity-backend/src/config.rs")
+        need(name in consts, f"{name} is not a variable the backend reads")
         need(backend.get(name) == value, f"backend {name}={backend.get(name)!r}, want {value!r}")
     for c in spec["containers"]:
         overridden = set(want) & set(env_of(c))
