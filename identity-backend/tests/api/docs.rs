@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-const TOP_LEVEL: [&str; 9] = ["identity-backend/", "proxy/", "protocol/", "testkit/", "test-stack/", "loadtest/", "deploy/", "scripts/", "docs/"];
+const TOP_LEVEL: [&str; 9] =
+    ["identity-backend/", "proxy/", "protocol/", "testkit/", "test-stack/", "loadtest/", "deploy/", "scripts/", "docs/"];
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
