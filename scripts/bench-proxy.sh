@@ -38,7 +38,7 @@ if ! command -v oha >/dev/null && [ ! -x "$TOOLS/bin/oha" ]; then
     cargo install --locked --root "$TOOLS" oha >/dev/null
 fi
 OHA=$(command -v oha || echo "$TOOLS/bin/oha")
-cargo build --release -q -p quantaid-backend -p quantaid-proxy -p quantaid-bench
+cargo build --release -q -p quantaid-backend -p quantaid-proxy -p quantaid-loadtest
 
 export QUANTAID_STACK_DIR=${QUANTAID_BENCH_STACK_DIR:-/var/tmp/quantaid-bench-stack}
 export QUANTAID_PG_PORT=45432 QUANTAID_REDIS_PORT=46379

@@ -1,4 +1,4 @@
-//! The two ways a scenario offers load, named as k6 names them:
+//! The ways load is offered, named as k6 names them:
 //!
 //! - [`arrival_rate`] (k6 `constant-arrival-rate` / `ramping-arrival-rate`): an *open*
 //!   model. Iterations start on a schedule whatever the service's speed, as independent
@@ -6,18 +6,23 @@
 //!   would exceed `max_vus` in flight is dropped and counted.
 //! - [`ramping_vus`] (k6 `ramping-vus`): a *closed* model. A number of virtual users,
 //!   following the stages, each run a user journey (log in, look around, think).
+//! - [`closed_loop`] (k6 `constant-vus` with a warm-up): C workers each send one request,
+//!   wait for the answer and send the next, so at most C requests are in flight and the
+//!   offered load adapts to the server's speed. The benchmark measures saturation
+//!   throughput with it; requests that start during the warm-up are not counted.
 //!
-//! Both end by themselves: the schedule has an end, and every request has a timeout.
+//! All end by themselves: the schedule or the deadline has an end, and every request
+//! has a timeout.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::metrics::Recorder;
+use crate::metrics::{Recorder, Sample, Stats};
 
 /// Move linearly to `target` (iterations/s, or virtual users) over `duration`.
 #[derive(Clone, Copy, Debug)]
@@ -143,10 +148,51 @@ where
     recorder.sample_vus(0);
 }
 
+/// Runs `op` in a closed loop on `concurrency` tokio tasks for `warmup + duration`.
+/// `op` gets a global sequence number (to rotate users or tokens) and says whether the
+/// request succeeded, or what kind of failure it got. Each worker keeps its own tally,
+/// so the measurement adds no lock between the workers; no request starts after the
+/// deadline.
+pub async fn closed_loop<F, Fut>(concurrency: usize, warmup: Duration, duration: Duration, op: F) -> Sample
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let op = Arc::new(op);
+    let seq = Arc::new(AtomicU64::new(0));
+    let measure_from = Instant::now() + warmup;
+    let deadline = measure_from + duration;
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (op, seq) = (op.clone(), seq.clone());
+        workers.spawn(async move {
+            let mut stats = Stats::empty();
+            let mut last_done = measure_from;
+            loop {
+                let started = Instant::now();
+                if started >= deadline {
+                    break;
+                }
+                let result = op(seq.fetch_add(1, Ordering::Relaxed)).await;
+                let done = Instant::now();
+                if started >= measure_from {
+                    stats.record(done - started, &result);
+                    last_done = done;
+                }
+            }
+            (stats, last_done)
+        });
+    }
+    let mut parts = Vec::with_capacity(concurrency);
+    while let Some(part) = workers.join_next().await {
+        parts.push(part.expect("load worker panicked"));
+    }
+    Sample::merge(parts, measure_from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn stages_interpolate_linearly_and_end() {
@@ -202,5 +248,26 @@ mod tests {
         let peak = peak.load(Ordering::SeqCst);
         assert!((15..=20).contains(&peak), "peak {peak}");
         assert_eq!(live.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn closed_loop_counts_requests_and_failures_and_stops_at_the_deadline() {
+        let started = Instant::now();
+        let sample = closed_loop(4, Duration::from_millis(50), Duration::from_millis(200), |n| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if n % 10 == 0 {
+                Err("status 503".to_string())
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        let s = &sample.stats;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(s.requests > 20, "{}", s.requests);
+        assert!(s.failed > 0 && s.failed < s.requests);
+        assert_eq!(s.failures.get("status 503"), Some(&s.failed));
+        assert!(s.percentile_ms(50.0) >= 5.0);
+        assert!(sample.throughput() > 0.0);
     }
 }

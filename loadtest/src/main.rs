@@ -1,6 +1,12 @@
-//! `quantaid-loadtest <scenario> [--quick] --out DIR`: seeds the running stack, runs one
-//! load-test scenario against it, writes the report, and exits 1 when a criterion fails.
-//! `loadtest/run.sh` brings the stack up and down around it; see loadtest/README.md.
+//! QuantaID's load tool, in two modes that share one client, seeder, tally and report:
+//!
+//! - `quantaid-loadtest <scenario> [--quick] --out DIR`: seeds the running stack, runs one
+//!   load-test scenario against it, writes the report, and exits 1 when a criterion
+//!   fails. `loadtest/run.sh` brings the stack up and down around it; see
+//!   loadtest/README.md.
+//! - `quantaid-loadtest bench [flags]`: the backend benchmark (`scripts/bench.sh`, see
+//!   docs/benchmarks.md): starts PostgreSQL and the release backend itself, and prints
+//!   throughput and latency per endpoint. `bench --help` lists the flags.
 //!
 //! Settings (environment, set by `loadtest/run.sh`):
 //!   LOADTEST_BASE_URL      where clients go: the proxy (default http://127.0.0.1:8080)
@@ -10,9 +16,11 @@
 //!   LOADTEST_CLIENTS       OAuth clients to seed (default 20)
 //!   LOADTEST_CONDITIONS    words about the stack, for the report
 
+mod bench;
 mod charts;
 mod client;
 mod executor;
+mod machine;
 mod metrics;
 mod report;
 mod scenarios;
@@ -61,12 +69,11 @@ fn env(name: &str, default: Option<&str>) -> anyhow::Result<String> {
 
 /// The machine, for the report: the load generator shares it with the whole stack.
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cores} cores ({model}), shared by the load generator, the proxy, the backend, PostgreSQL and Redis")
+    format!(
+        "{} cores ({}), shared by the load generator, the proxy, the backend, PostgreSQL and Redis",
+        machine::cores(),
+        machine::cpu_model()
+    )
 }
 
 async fn run(args: &Args) -> anyhow::Result<bool> {
@@ -77,8 +84,11 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let client_count: usize = env("LOADTEST_CLIENTS", Some("20"))?.parse().context("LOADTEST_CLIENTS")?;
 
     eprintln!("==> seeding {users} users and {client_count} OAuth clients");
-    let database = seed::users(&api, &admin_token, &database_url, users).await?;
-    let clients = seed::clients(&api, &admin_token, client_count).await?;
+    let db = seed::connect(&database_url.parse::<tokio_postgres::Config>().context("LOADTEST_DATABASE_URL")?).await?;
+    seed::users(&api, &admin_token, &db, users, seed::username).await?;
+    let database = seed::database_settings(&db).await?;
+    drop(db);
+    let clients = seed::clients(&api, &admin_token, "loadtest", client_count).await?;
 
     let ctx = Ctx { api, users, clients, database_url, quick: args.quick };
     eprintln!("==> running {}{}", args.scenario, if args.quick { " (quick)" } else { "" });
@@ -99,22 +109,39 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
 }
 
 fn main() {
+    let runtime = || tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if std::env::args().nth(1).as_deref() == Some("bench") {
+        std::process::exit(match bench::Options::parse(std::env::args().skip(2)) {
+            Ok(None) => {
+                print!("{}", bench::USAGE);
+                0
+            }
+            Ok(Some(options)) => match runtime().block_on(bench::run(options)) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("quantaid-loadtest bench: {e:#}");
+                    1
+                }
+            },
+            Err(e) => {
+                eprintln!("quantaid-loadtest bench: {e:#}");
+                2
+            }
+        });
+    }
     let code = match parse_args() {
         Err(e) => {
             eprintln!("quantaid-loadtest: {e:#}");
             2
         }
-        Ok(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-            match runtime.block_on(run(&args)) {
-                Ok(true) => 0,
-                Ok(false) => 1,
-                Err(e) => {
-                    eprintln!("quantaid-loadtest: {e:#}");
-                    2
-                }
+        Ok(args) => match runtime().block_on(run(&args)) {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => {
+                eprintln!("quantaid-loadtest: {e:#}");
+                2
             }
-        }
+        },
     };
     std::process::exit(code);
 }

@@ -4,6 +4,9 @@
 //! Latency is measured from when a request was *meant* to start (an arrival-rate
 //! iteration's scheduled time), so a load generator that falls behind shows up as
 //! latency instead of hiding it (coordinated omission).
+//!
+//! [`Stats`] is the one latency and failure tally: the scenarios' [`Recorder`] keeps one
+//! per name and second, the benchmark's closed loops one per worker ([`Sample`]).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -36,8 +39,14 @@ impl Stats {
         Stats { requests: 0, failed: 0, failures: BTreeMap::new(), latency_us }
     }
 
-    fn record(&mut self, latency: Duration, outcome: &Result<(), String>) {
+    /// No requests yet, at the whole-run precision.
+    pub fn empty() -> Stats {
+        Stats::new(total_histogram())
+    }
+
+    pub fn record(&mut self, latency: Duration, outcome: &Result<(), String>) {
         self.requests += 1;
+        // Saturate rather than fail on an outlier beyond the histogram's range.
         self.latency_us.saturating_record(latency.as_micros().max(1) as u64);
         if let Err(kind) = outcome {
             self.failed += 1;
@@ -88,6 +97,35 @@ impl Stats {
     }
 }
 
+/// What a closed loop measured after its warm-up: every counted request, and the time
+/// from the end of the warm-up to the last counted completion.
+pub struct Sample {
+    pub stats: Stats,
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    /// Adds up per-worker tallies; `elapsed` runs to the latest worker's last completion.
+    pub fn merge(parts: Vec<(Stats, Instant)>, measure_from: Instant) -> Sample {
+        let mut stats = Stats::empty();
+        let mut end = measure_from;
+        for (part, last_done) in parts {
+            stats.add(&part);
+            end = end.max(last_done);
+        }
+        Sample { stats, elapsed: end - measure_from }
+    }
+
+    pub fn throughput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.stats.requests as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
 struct NameStats {
     total: Stats,
     /// Index = second of the run in which the request was meant to start.
@@ -129,7 +167,7 @@ impl Recorder {
         let latency = start.elapsed();
         let second = start.saturating_duration_since(self.started).as_secs() as usize;
         let mut inner = self.inner.lock().expect("recorder lock");
-        let entry = inner.names.entry(name).or_insert_with(|| NameStats { total: Stats::new(total_histogram()), seconds: Vec::new() });
+        let entry = inner.names.entry(name).or_insert_with(|| NameStats { total: Stats::empty(), seconds: Vec::new() });
         entry.total.record(latency, &outcome);
         if entry.seconds.len() <= second {
             entry.seconds.resize_with(second + 1, || Stats::new(second_histogram()));
@@ -184,7 +222,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// All requests of `name`, or of every name with `None`.
     pub fn total(&self, name: Option<&str>) -> Stats {
-        let mut out = Stats::new(total_histogram());
+        let mut out = Stats::empty();
         for (n, s) in &self.names {
             if name.is_none_or(|want| want == *n) {
                 out.add(&s.total);

@@ -1,4 +1,5 @@
-//! The report directory of a run:
+//! The reports. `table` prints the benchmark's table; this module writes the report
+//! directory of a scenario run:
 //!
 //! - `summary.txt`: the end-of-test summary in k6's layout (also printed);
 //! - `summary.json`: the same figures for machines;
@@ -17,6 +18,8 @@ use crate::charts::{self, Bucket, Distribution, Second, TimeSeries};
 use crate::metrics::{Snapshot, Stats};
 use crate::scenarios::Outcome;
 use crate::thresholds::{Unit, Verdict};
+
+pub mod table;
 
 /// Where and how a run happened.
 pub struct RunInfo<'a> {

@@ -19,7 +19,7 @@
 //! problem: they link the backend's library as an ordinary external crate, the same
 //! instance this crate links, so `Config` is one type across both. So:
 //! - Not in `quantaid-testkit`: testkit stays free of QuantaID crates (real PostgreSQL,
-//!   Redis and links only), so that the backend's unit tests and `bench/` can use it
+//!   Redis and links only), so that the backend's unit tests and `loadtest/` can use it
 //!   without that second instance, and it is not rebuilt when the backend changes.
 //! - Not a `test-util` feature of the backend: that puts test code, and reqwest and
 //!   testkit as optional dependencies, into the production crate, behind a feature

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 const TOP_LEVEL: [&str; 10] =
-    ["identity-backend/", "proxy/", "protocol/", "testkit/", "test-stack/", "loadtest/", "bench/", "deploy/", "scripts/", "docs/"];
+    ["identity-backend/", "proxy/", "protocol/", "runtime/", "testkit/", "test-stack/", "loadtest/", "deploy/", "scripts/", "docs/"];
 
 fn repo() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))

@@ -1,16 +1,41 @@
 //! What is benchmarked: a PostgreSQL database and the release backend as a child process.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use quantaid_backend::config as env;
-use quantaid_testkit::{free_port, Postgres};
+use quantaid_testkit::{free_port, ChildGuard, Postgres};
 
-use crate::options::Options;
+use super::options::Options;
+
+/// The backend's environment variables that the benchmark sets, as
+/// `identity-backend/src/config.rs` and `runtime/src/settings.rs` name them. They are
+/// written out here so that the load tool does not build the backend;
+/// `names_are_the_backends` reads those files and fails when a name there changes, so a
+/// rename cannot silently benchmark a default.
+mod env {
+    pub const LISTEN_ADDR: &str = "QUANTAID_LISTEN_ADDR";
+    pub const METRICS_ADDR: &str = "QUANTAID_METRICS_ADDR";
+    pub const DB_HOST: &str = "QUANTAID_DB_HOST";
+    pub const DB_PORT: &str = "QUANTAID_DB_PORT";
+    pub const DB_USER: &str = "QUANTAID_DB_USER";
+    pub const DB_PASSWORD: &str = "QUANTAID_DB_PASSWORD";
+    pub const DB_NAME: &str = "QUANTAID_DB_NAME";
+    pub const DB_POOL_MIN: &str = "QUANTAID_DB_POOL_MIN";
+    pub const DB_POOL_MAX: &str = "QUANTAID_DB_POOL_MAX";
+    pub const BOOTSTRAP_ADMIN_TOKEN: &str = "QUANTAID_BOOTSTRAP_ADMIN_TOKEN";
+    pub const ARGON2_MEMORY_KIB: &str = "QUANTAID_ARGON2_MEMORY_KIB";
+    pub const ARGON2_ITERATIONS: &str = "QUANTAID_ARGON2_ITERATIONS";
+    pub const ARGON2_PARALLELISM: &str = "QUANTAID_ARGON2_PARALLELISM";
+    pub const PASSWORD_HASH_WORKERS: &str = "QUANTAID_PASSWORD_HASH_WORKERS";
+    pub const REDIS_HOST: &str = "QUANTAID_REDIS_HOST";
+    pub const LOG_LEVEL: &str = "QUANTAID_LOG_LEVEL";
+    pub const SHUTDOWN_GRACE_SECS: &str = "QUANTAID_SHUTDOWN_GRACE_SECS";
+    /// `QUANTAID_REDIS_HOST`'s value for "no Redis" (`runtime/src/settings.rs`).
+    pub const REDIS_DISABLED: &str = "none";
+}
 
 /// Where the backend's database is. A throwaway cluster, when we started one, lives as
 /// long as this process (testkit ties the server's life to ours).
@@ -40,32 +65,24 @@ impl Database {
                     password: String::new(),
                     name,
                     settings: String::new(),
-                    postmaster: crate::cpu::postmaster_pid(&pg.dir().join("data")),
+                    postmaster: super::cpu::postmaster_pid(&pg.dir().join("data")),
                 };
                 std::mem::forget(pg); // nothing to drop: the server stops when we exit
                 db
             }
         };
-        db.settings = db.read_settings().await?;
+        let s = crate::seed::database_settings(&crate::seed::connect(&db.config()).await?).await?;
+        db.settings = format!("server_version={} fsync={} synchronous_commit={}", s.version, s.fsync, s.synchronous_commit);
         Ok(db)
     }
 
-    async fn read_settings(&self) -> anyhow::Result<String> {
+    pub fn config(&self) -> tokio_postgres::Config {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(&self.host).port(self.port).user(&self.user).dbname(&self.name);
         if !self.password.is_empty() {
             cfg.password(&self.password);
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
-        let driver = tokio::spawn(conn);
-        let mut parts = Vec::new();
-        for setting in ["server_version", "fsync", "synchronous_commit"] {
-            let row = client.query_one(&format!("SHOW {setting}"), &[]).await?;
-            parts.push(format!("{setting}={}", row.get::<_, String>(0)));
-        }
-        drop(client);
-        let _ = driver.await;
-        Ok(parts.join(" "))
+        cfg
     }
 }
 
@@ -87,9 +104,11 @@ fn from_url(url: &str) -> anyhow::Result<Database> {
     })
 }
 
-/// The backend process. Dropping it stops the process (SIGTERM, then SIGKILL).
+/// The backend process. Dropping it stops the process (SIGTERM, then SIGKILL); it also
+/// gets SIGKILL if this process dies first (testkit's `ChildGuard`), so a killed
+/// benchmark leaves no orphan behind.
 pub struct Backend {
-    child: Child,
+    child: ChildGuard,
     pub url: String,
     pub log: PathBuf,
 }
@@ -97,7 +116,7 @@ pub struct Backend {
 /// `quantaid-backend` in the same target directory as this binary.
 pub fn default_backend_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("the bench binary has no parent directory")?;
+    let dir = exe.parent().context("the load tool's binary has no parent directory")?;
     Ok(dir.join("quantaid-backend"))
 }
 
@@ -124,9 +143,9 @@ impl Backend {
             .env(env::DB_POOL_MIN, options.pool_min.to_string())
             .env(env::DB_POOL_MAX, options.pool_max.to_string())
             .env(env::BOOTSTRAP_ADMIN_TOKEN, admin_token)
-            .env(env::ARGON2_MEMORY_KIB, crate::ceiling::M_COST_KIB.to_string())
-            .env(env::ARGON2_ITERATIONS, crate::ceiling::T_COST.to_string())
-            .env(env::ARGON2_PARALLELISM, crate::ceiling::P_COST.to_string())
+            .env(env::ARGON2_MEMORY_KIB, super::ceiling::M_COST_KIB.to_string())
+            .env(env::ARGON2_ITERATIONS, super::ceiling::T_COST.to_string())
+            .env(env::ARGON2_PARALLELISM, super::ceiling::P_COST.to_string())
             .env(env::PASSWORD_HASH_WORKERS, hash_workers.to_string())
             // No caching proxy here, so no Redis to publish revocations to.
             .env(env::REDIS_HOST, env::REDIS_DISABLED)
@@ -135,18 +154,8 @@ impl Backend {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file);
-        // SAFETY: prctl is async-signal-safe. The backend gets SIGKILL if this thread
-        // (the runtime's main thread, which lives as long as the process) goes away, so a
-        // killed bench leaves no orphan behind.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().with_context(|| format!("spawning {}", bin.display()))?;
+        // Spawned from the runtime's main thread, which lives as long as the process.
+        let child = ChildGuard::spawn(&mut cmd).with_context(|| format!("spawning {}", bin.display()))?;
         let mut backend = Backend { child, url: format!("http://127.0.0.1:{api_port}"), log };
         backend.wait_ready().await?;
         Ok(backend)
@@ -162,7 +171,7 @@ impl Backend {
                     return Ok(());
                 }
             }
-            if let Some(status) = self.child.try_wait()? {
+            if let Some(status) = self.child.0.try_wait()? {
                 bail!("the backend exited during start-up ({status}); its log:\n{}", self.log_tail());
             }
             if Instant::now() > deadline {
@@ -173,7 +182,7 @@ impl Backend {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     pub fn log_tail(&self) -> String {
@@ -189,18 +198,16 @@ impl Backend {
 }
 
 impl Drop for Backend {
+    /// A graceful stop first; the guard's own drop then kills what is left.
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        self.child.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if let Ok(Some(_)) = self.child.0.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -216,5 +223,41 @@ mod tests {
         let db = from_url("host=localhost user=postgres dbname=q").unwrap();
         assert_eq!((db.host.as_str(), db.port, db.name.as_str()), ("localhost", 5432, "q"));
         assert!(from_url("postgres://[bad").is_err());
+    }
+
+    /// Each name above, as the backend's `config.rs` or the shared `settings.rs` declares it.
+    #[test]
+    fn names_are_the_backends() {
+        let read = |path: &str| std::fs::read_to_string(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).expect(path);
+        let config = read("identity-backend/src/config.rs");
+        let settings = read("runtime/src/settings.rs");
+        let names = [
+            ("LISTEN_ADDR", env::LISTEN_ADDR),
+            ("METRICS_ADDR", env::METRICS_ADDR),
+            ("DB_HOST", env::DB_HOST),
+            ("DB_PORT", env::DB_PORT),
+            ("DB_USER", env::DB_USER),
+            ("DB_PASSWORD", env::DB_PASSWORD),
+            ("DB_NAME", env::DB_NAME),
+            ("DB_POOL_MIN", env::DB_POOL_MIN),
+            ("DB_POOL_MAX", env::DB_POOL_MAX),
+            ("BOOTSTRAP_ADMIN_TOKEN", env::BOOTSTRAP_ADMIN_TOKEN),
+            ("ARGON2_MEMORY_KIB", env::ARGON2_MEMORY_KIB),
+            ("ARGON2_ITERATIONS", env::ARGON2_ITERATIONS),
+            ("ARGON2_PARALLELISM", env::ARGON2_PARALLELISM),
+            ("PASSWORD_HASH_WORKERS", env::PASSWORD_HASH_WORKERS),
+            ("REDIS_HOST", env::REDIS_HOST),
+            ("LOG_LEVEL", env::LOG_LEVEL),
+            ("SHUTDOWN_GRACE_SECS", env::SHUTDOWN_GRACE_SECS),
+        ];
+        for (name, value) in names {
+            let declaration = format!("pub const {name}: &str = \"{value}\";");
+            assert!(
+                config.contains(&declaration) || settings.contains(&declaration),
+                "neither identity-backend/src/config.rs nor runtime/src/settings.rs has `{declaration}`"
+            );
+        }
+        let declaration = format!("pub const REDIS_DISABLED: &str = \"{}\";", env::REDIS_DISABLED);
+        assert!(settings.contains(&declaration), "runtime/src/settings.rs no longer has `{declaration}`");
     }
 }

@@ -1,13 +1,15 @@
-//! The output: conditions, a table on stdout, and one JSON object per scenario on a
-//! line of its own (`grep '^{'` picks them out).
+//! The benchmark's output (`quantaid-loadtest bench`): conditions, a table on stdout,
+//! and one JSON object per scenario on a line of its own (`grep '^{'` picks them out).
+//! The columns are those of the numbers recorded in docs/benchmarks.md; keep them so
+//! that new runs stay comparable.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::ceiling;
-use crate::cpu::Usage;
-use crate::load::Sample;
+use crate::bench::ceiling;
+use crate::bench::cpu::Usage;
+use crate::metrics::Sample;
 
 /// What the numbers depend on, printed with them.
 pub struct Conditions {
@@ -28,21 +30,6 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    pub fn detect_machine() -> (String, String) {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_owned()))
-            .unwrap_or_else(|| "unknown".into());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
-        (model, kernel)
-    }
-
-    pub fn load_average() -> String {
-        let raw = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        raw.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    }
-
     fn json(&self) -> Value {
         json!({
             "cores": self.cores,
@@ -97,22 +84,22 @@ pub fn print(c: &Conditions, rows: &[Row], login_pct_of_ceiling: Option<f64>) {
         "scenario", "target", "conc", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "err %"
     );
     for r in rows {
-        let s = &r.sample;
+        let s = &r.sample.stats;
         println!(
             "{:<22} {:<24} {:>5} {:>9} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>7} {:>7.2}",
             r.scenario,
             r.target,
             r.concurrency,
             s.requests,
-            s.throughput(),
-            s.latency_ms(0.50),
-            s.latency_ms(0.95),
-            s.latency_ms(0.99),
+            r.sample.throughput(),
+            s.percentile_ms(50.0),
+            s.percentile_ms(95.0),
+            s.percentile_ms(99.0),
             s.max_ms(),
-            s.errors,
-            s.error_rate() * 100.0
+            s.failed,
+            s.failed_rate() * 100.0
         );
-        for (kind, n) in &s.error_kinds {
+        for (kind, n) in &s.failures {
             println!("{:<22}   error: {kind} x{n}", "");
         }
     }
@@ -130,23 +117,23 @@ pub fn print(c: &Conditions, rows: &[Row], login_pct_of_ceiling: Option<f64>) {
     }
     println!();
     for r in rows {
-        let s = &r.sample;
+        let s = &r.sample.stats;
         let mut line = json!({
             "scenario": r.scenario,
             "target": r.target,
             "concurrency": r.concurrency,
             "requests": s.requests,
-            "elapsed_secs": round(s.elapsed.as_secs_f64(), 3),
-            "throughput_per_sec": round(s.throughput(), 2),
+            "elapsed_secs": round(r.sample.elapsed.as_secs_f64(), 3),
+            "throughput_per_sec": round(r.sample.throughput(), 2),
             "latency_ms": {
-                "p50": s.latency_ms(0.50),
-                "p95": s.latency_ms(0.95),
-                "p99": s.latency_ms(0.99),
+                "p50": s.percentile_ms(50.0),
+                "p95": s.percentile_ms(95.0),
+                "p99": s.percentile_ms(99.0),
                 "max": s.max_ms(),
             },
-            "errors": s.errors,
-            "error_rate": round(s.error_rate(), 6),
-            "error_kinds": s.error_kinds,
+            "errors": s.failed,
+            "error_rate": round(s.failed_rate(), 6),
+            "error_kinds": s.failures,
             "cpu_cores_busy": r.cpu.json(),
             "conditions": c.json(),
         });

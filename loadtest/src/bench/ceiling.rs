@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand::rngs::OsRng;
 
-use crate::load::Sample;
+use crate::metrics::{Sample, Stats};
 
 /// The backend's defaults (OWASP's argon2id minimum); the backend is started with
 /// these set explicitly, so the ceiling and the logins measure the same work.
@@ -27,12 +27,12 @@ pub fn hasher() -> Argon2<'static> {
 pub fn measure(threads: usize, warmup: Duration, duration: Duration) -> Sample {
     let measure_from = Instant::now() + warmup;
     let deadline = measure_from + duration;
-    let samples: Vec<(Sample, Instant)> = std::thread::scope(|scope| {
+    let parts: Vec<(Stats, Instant)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(move || {
                     let argon2 = hasher();
-                    let mut sample = Sample::default();
+                    let mut stats = Stats::empty();
                     let mut last_done = measure_from;
                     loop {
                         let started = Instant::now();
@@ -45,15 +45,15 @@ pub fn measure(threads: usize, warmup: Duration, duration: Duration) -> Sample {
                             argon2.hash_password(b"correct horse battery staple", &salt).map(|_| ()).map_err(|e| format!("argon2: {e}"));
                         let done = Instant::now();
                         if started >= measure_from {
-                            sample.record(done - started, result);
+                            stats.record(done - started, &result);
                             last_done = done;
                         }
                     }
-                    (sample, last_done)
+                    (stats, last_done)
                 })
             })
             .collect();
         workers.into_iter().map(|w| w.join().expect("hash thread panicked")).collect()
     });
-    Sample::merge(samples, measure_from)
+    Sample::merge(parts, measure_from)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 pub const USAGE: &str = "\
-quantaid-bench: throughput and latency of the QuantaID identity backend.
+quantaid-loadtest bench: throughput and latency of the QuantaID identity backend.
 
 Starts PostgreSQL (or uses --database-url) and the release `quantaid-backend` on free
 loopback ports, seeds users and an OAuth client, then measures each scenario for a
@@ -23,7 +23,8 @@ Options:
   --pool-max N            backend DB pool maximum (default 100, the backend's default)
   --database-url DSN      use this PostgreSQL (postgres://user:pass@host:port/db)
                           instead of starting a throwaway cluster
-  --backend-bin PATH      the backend binary (default: quantaid-backend beside this one)
+  --backend-bin PATH      the backend binary (default: quantaid-backend beside
+                          quantaid-loadtest)
   -h, --help              this text
 ";
 
@@ -41,10 +42,6 @@ pub struct Options {
     pub backend_bin: Option<PathBuf>,
 }
 
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-}
-
 impl Options {
     /// `Ok(None)` means help was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Options>> {
@@ -52,7 +49,7 @@ impl Options {
             duration: Duration::from_secs(15),
             warmup: Duration::from_secs(2),
             concurrency: 32,
-            login_concurrency: 2 * cores(),
+            login_concurrency: 2 * crate::machine::cores(),
             users: 300,
             tokens: 1000,
             pool_min: 10,

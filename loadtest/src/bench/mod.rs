@@ -1,22 +1,18 @@
-//! QuantaID's benchmark runner: one command that starts PostgreSQL and the release
-//! backend, seeds them through the API, and measures
+//! The backend benchmark (`quantaid-loadtest bench`, run by `scripts/bench.sh`): one
+//! command that starts PostgreSQL and the release backend, seeds them, and measures
 //!
 //! 1. the argon2id ceiling (hashes/s in-process, one thread per core, no HTTP),
 //! 2. password logins (`POST /v1/auth/login`),
 //! 3. `client_credentials` token issuance (`POST /oauth/token`),
 //! 4. uncached introspection (`POST /oauth/introspect`),
 //!
-//! each for a fixed time at a fixed concurrency. All traffic goes to 127.0.0.1.
-//! Progress goes to stderr; the results go to stdout.
+//! each for a fixed time at a fixed concurrency, in a closed loop. All traffic goes to
+//! 127.0.0.1. Progress goes to stderr; the results go to stdout (`report::table`).
 
-pub mod api;
 pub mod ceiling;
 pub mod cpu;
-pub mod load;
-pub mod options;
-pub mod report;
-pub mod seed;
-pub mod stack;
+mod options;
+mod stack;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -24,11 +20,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use rand::RngCore;
 
-use crate::api::Api;
-use crate::load::closed_loop;
-use crate::options::{cores, Options};
-use crate::report::{Conditions, Row};
-use crate::stack::{Backend, Database};
+pub use self::options::{Options, USAGE};
+use self::stack::{Backend, Database};
+use crate::client::Api;
+use crate::executor::closed_loop;
+use crate::machine;
+use crate::report::table::{self, Conditions, Row};
+use crate::seed;
 
 /// Runs the benchmark; Ctrl-C or SIGTERM stops it, and the backend with it.
 pub async fn run(options: Options) -> anyhow::Result<()> {
@@ -41,10 +39,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn bench(o: Options) -> anyhow::Result<()> {
-    let cores = cores();
+    let cores = machine::cores();
     // The backend's default: one argon2 worker per core.
     let hash_workers = cores;
-    let load_before = Conditions::load_average();
+    let load_before = machine::load_average();
 
     eprintln!("[bench] preparing PostgreSQL...");
     let db = Database::open(&o).await?;
@@ -59,14 +57,17 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     let backend = Backend::start(&bin, &db, &admin_token, &o, hash_workers).await?;
     eprintln!("[bench] backend ready at {} (log: {})", backend.url, backend.log.display());
 
-    let mut api = Api::new(&backend.url, &admin_token)?;
-    let run_id = format!("{:x}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis());
+    let api = Api::new(&backend.url)?;
+    // Names unique per run, so that a database given with --database-url can be reused.
+    let run_id = format!("bench-{:x}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis());
     let t = Instant::now();
-    let users: Arc<[String]> = seed::users(&api, o.users, &run_id).await?.into();
+    let name = |i: usize| format!("{run_id}-{i}");
+    seed::users(&api, &admin_token, &seed::connect(&db.config()).await?, o.users, name).await?;
+    let users: Arc<[String]> = (0..o.users).map(name).collect();
     eprintln!("[bench] seeded {} users in {:.1} s", users.len(), t.elapsed().as_secs_f64());
-    api.client = Some(Arc::new(api.create_client().await?));
+    let client = Arc::new(seed::clients(&api, &admin_token, &run_id, 1).await?.remove(0));
     let t = Instant::now();
-    let tokens: Arc<[String]> = seed::tokens(&api, o.tokens).await?.into();
+    let tokens: Arc<[String]> = seed::tokens(&api, &client, o.tokens).await?.into();
     eprintln!("[bench] pre-issued {} tokens in {:.1} s", tokens.len(), t.elapsed().as_secs_f64());
 
     let mut rows = Vec::new();
@@ -88,7 +89,7 @@ async fn bench(o: Options) -> anyhow::Result<()> {
     let before = cpu::snapshot(pids);
     let sample = closed_loop(o.login_concurrency, o.warmup, o.duration, move |n| {
         let (api, users) = (a.clone(), u.clone());
-        async move { api.login(&users[n as usize % users.len()]).await }
+        async move { api.login(&users[n as usize % users.len()]).await.map(|_session| ()) }
     })
     .await;
     let cpu = cpu::usage(&before, &cpu::snapshot(pids));
@@ -96,11 +97,11 @@ async fn bench(o: Options) -> anyhow::Result<()> {
 
     // (c) A new token, and so a new row, per request.
     eprintln!("[bench] client_credentials at concurrency {} ({secs} s)...", o.concurrency);
-    let a = api.clone();
+    let (a, c) = (api.clone(), client.clone());
     let before = cpu::snapshot(pids);
     let sample = closed_loop(o.concurrency, o.warmup, o.duration, move |_| {
-        let api = a.clone();
-        async move { api.issue_token().await.map(|_| ()) }
+        let (api, client) = (a.clone(), c.clone());
+        async move { api.issue(&client).await.map(|_token| ()) }
     })
     .await;
     let cpu = cpu::usage(&before, &cpu::snapshot(pids));
@@ -108,11 +109,17 @@ async fn bench(o: Options) -> anyhow::Result<()> {
 
     // (d) Introspection straight at the backend: every request reads Postgres.
     eprintln!("[bench] introspection at concurrency {} ({secs} s)...", o.concurrency);
-    let (a, tk) = (api.clone(), tokens.clone());
+    let (a, c, tk) = (api.clone(), client.clone(), tokens.clone());
     let before = cpu::snapshot(pids);
     let sample = closed_loop(o.concurrency, o.warmup, o.duration, move |n| {
-        let (api, tokens) = (a.clone(), tk.clone());
-        async move { api.introspect(&tokens[n as usize % tokens.len()]).await }
+        let (api, client, tokens) = (a.clone(), c.clone(), tk.clone());
+        async move {
+            // A live token reported inactive would be a wrong answer, not a slow one.
+            match api.introspect(&client, &tokens[n as usize % tokens.len()]).await? {
+                true => Ok(()),
+                false => Err("inactive token".to_string()),
+            }
+        }
     })
     .await;
     let cpu = cpu::usage(&before, &cpu::snapshot(pids));
@@ -121,11 +128,10 @@ async fn bench(o: Options) -> anyhow::Result<()> {
 
     let ceiling_rate = rows[0].sample.throughput();
     let login_pct = (ceiling_rate > 0.0).then(|| rows[1].sample.throughput() / ceiling_rate * 100.0);
-    let (cpu_model, kernel) = Conditions::detect_machine();
     let conditions = Conditions {
         cores,
-        cpu_model,
-        kernel,
+        cpu_model: machine::cpu_model(),
+        kernel: machine::kernel(),
         duration: o.duration,
         warmup: o.warmup,
         pool_min: o.pool_min,
@@ -136,7 +142,7 @@ async fn bench(o: Options) -> anyhow::Result<()> {
         postgres: db.settings.clone(),
         load_before,
     };
-    report::print(&conditions, &rows, login_pct);
+    table::print(&conditions, &rows, login_pct);
     let (logged, log) = (backend.log_lines(), backend.log.clone());
     drop(backend);
     if logged > 0 {
