@@ -25,7 +25,7 @@
 # with: ROOT, CHAOS_NAME, CHAOS_QUICK (0|1), CHAOS_K8S (0|1), CHAOS_WORK (scratch, deleted
 # afterwards), CHAOS_REPORT (its report directory), BIN_DIR (quantaid-backend,
 # quantaid-proxy, quantaid-loadtest), and, from chaos_secrets, the shell variables
-# DB_PASSWORD REDIS_PASSWORD ADMIN_TOKEN INTERNAL_TOKEN (never on a command line).
+# QUANTAID_DB_PASSWORD QUANTAID_REDIS_PASSWORD ADMIN_TOKEN INTERNAL_TOKEN (never on a command line).
 # Library (chaos/lib/): chaos_port, chaos_spawn NAME CMD..., chaos_kill NAME [SIG],
 #   chaos_alive NAME, chaos_wait_http URL [SECS], chaos_prom URL REGEX,
 #   chaos_pg_start NAME PORT [CONF...], chaos_pg_stop NAME [MODE], chaos_pg_psql NAME PORT ARGS,

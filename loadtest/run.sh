@@ -114,7 +114,7 @@ run_one() {
     (
         for setting in "${settings[@]}"; do export "${setting?}"; done
         export LOADTEST_BASE_URL="http://$proxy_addr" LOADTEST_CONDITIONS="$conditions"
-        LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid"
+        LOADTEST_DATABASE_URL="postgresql://quantaid:$(kv QUANTAID_DB_PASSWORD "$secrets")@127.0.0.1:$pg_port/quantaid"
         LOADTEST_ADMIN_TOKEN=$(kv QUANTAID_BOOTSTRAP_ADMIN_TOKEN "$secrets")
         export LOADTEST_DATABASE_URL LOADTEST_ADMIN_TOKEN
         exec "$LOADTEST_BIN" "$name" "${quick[@]}" --out "$report"

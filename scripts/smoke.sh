@@ -121,7 +121,7 @@ check_flows() {
     check 7 "[$1] introspection after revoke: inactive" jq_true 7 '. == {"active": false}'
     check 6 "[$1] the revocation reached Redis (tombstone for the token's key)" \
         bash -c 'test "$(REDISCLI_AUTH=$1 redis-cli -h 127.0.0.1 -p "$2" GET "token:$(printf %s "$3" | sha256sum | cut -c1-64)")" = revoked' \
-        _ "$(sed -n 's/^REDIS_PASSWORD=//p' "$STACK/secrets.env")" "$QUANTAID_REDIS_PORT" "$(cat "$RUN/4.out")"
+        _ "$(sed -n 's/^QUANTAID_REDIS_PASSWORD=//p' "$STACK/secrets.env")" "$QUANTAID_REDIS_PORT" "$(cat "$RUN/4.out")"
     check 8 "[$1] password grant returns access and refresh tokens" \
         jq_true 8 '(.access_token | startswith("qat_")) and (.refresh_token | startswith("qrt_")) and .token_type == "Bearer"'
     check 9 "[$1] the proxy answered the forward-auth check from its cache" matches 9 '^quantaid_cache_hits_total\{kind="session"\} [1-9]'
@@ -141,7 +141,7 @@ check "" "secrets.env and demo.env are mode 600" \
 check "" "no generated infrastructure secret is printed" \
     bash -c 'sed -n "s/^[A-Z_]*=//p" "$1" | grep -qvxF "" && ! grep -qF -f <(sed -n "s/^[A-Z_]*=//p" "$1") "$2"' _ \
     "$STACK/secrets.env" "$LOGS/up1.log"
-db_password=$(sed -n 's/^DB_PASSWORD=//p' "$STACK/secrets.env")
+db_password=$(sed -n 's/^QUANTAID_DB_PASSWORD=//p' "$STACK/secrets.env")
 # Constants are normalised away in pg_stat_statements, so this query does not store the password.
 # shellcheck disable=SC2016 # the $names belong to jq or to the inner bash -c, which expand them
 check "" "pg_stat_statements works for the quantaid role and holds no password" \

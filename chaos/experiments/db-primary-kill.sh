@@ -1,7 +1,7 @@
 # shellcheck shell=bash # sourced by chaos/run.sh
 # db-primary-kill: PostgreSQL primary + streaming replica; SIGKILL the primary (postmaster
 # and every server process, as a host crash), then promote the replica, as a failover
-# manager would. The backend lists both servers (DB_HOST with target_session_attrs=read-write)
+# manager would. The backend lists both servers (QUANTAID_DB_HOST with target_session_attrs=read-write)
 # and must find the new primary by itself.
 # Goals (docs/chaos.md): the backend writes to the promoted replica within 10 s of the
 # promotion, without a restart or a configuration change; cached lookups are unaffected
@@ -124,7 +124,7 @@ experiment_run() {
     api=$(chaos_port) backend_metrics=$(chaos_port)
     # Both servers, primary first; the backend keeps the one that accepts writes.
     chaos_backend_start backend "$api" "$backend_metrics" \
-        DB_HOST=127.0.0.1,127.0.0.1 QUANTAID_DB_PORT="$primary_port,$standby_port"
+        QUANTAID_DB_HOST=127.0.0.1,127.0.0.1 QUANTAID_DB_PORT="$primary_port,$standby_port"
     CHAOS_TARGETS="" CHAOS_PROXY_METRICS=""
     local port metrics
     for i in 0 1; do
@@ -133,7 +133,7 @@ experiment_run() {
         CHAOS_TARGETS+=${CHAOS_TARGETS:+,}http://127.0.0.1:$port
         CHAOS_PROXY_METRICS+=${CHAOS_PROXY_METRICS:+ }http://127.0.0.1:$metrics/metrics
     done
-    CHAOS_CONDITIONS="PostgreSQL primary + streaming replica ($state), backend DB_HOST lists both"
+    CHAOS_CONDITIONS="PostgreSQL primary + streaming replica ($state), backend QUANTAID_DB_HOST lists both"
 
     chaos_load_start $((before + until_promote + after)) "$rate"
     writer_start "${CHAOS_TARGETS%%,*}" $((before + until_promote + after))

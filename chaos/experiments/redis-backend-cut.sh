@@ -23,7 +23,7 @@ experiment_run() {
     link=$(chaos_port)
     chaos_toxi_create backend-redis "$link" "127.0.0.1:$CHAOS_REDIS_PORT"
     api=$(chaos_port) metrics=$(chaos_port)
-    chaos_backend_start backend "$api" "$metrics" REDIS_HOST="127.0.0.1:$link"
+    chaos_backend_start backend "$api" "$metrics" QUANTAID_REDIS_HOST="127.0.0.1:$link"
     CHAOS_BACKEND=127.0.0.1:$api
     CHAOS_TARGETS=""
     for i in 0 1; do

@@ -39,7 +39,7 @@ bind 127.0.0.1
 dir $dir
 sentinel resolve-hostnames no
 sentinel monitor $MASTER_NAME 127.0.0.1 $primary 2
-sentinel auth-pass $MASTER_NAME $REDIS_PASSWORD
+sentinel auth-pass $MASTER_NAME $QUANTAID_REDIS_PASSWORD
 sentinel down-after-milliseconds $MASTER_NAME 1000
 sentinel failover-timeout $MASTER_NAME 10000
 sentinel parallel-syncs $MASTER_NAME 1
@@ -74,7 +74,7 @@ experiment_run() {
     start_sentinel sentinel-3 "$s3" "$primary"
     local sentinels="127.0.0.1:$s1,127.0.0.1:$s2,127.0.0.1:$s3"
     local -a via_sentinel=(QUANTAID_REDIS_SENTINELS="$sentinels" QUANTAID_REDIS_MASTER_NAME="$MASTER_NAME")
-    CHAOS_REDIS_PORT=$primary # unused by the sidecars: Sentinel wins over REDIS_HOST
+    CHAOS_REDIS_PORT=$primary # unused by the sidecars: Sentinel wins over QUANTAID_REDIS_HOST
     local api metrics i port pmetrics
     api=$(chaos_port) metrics=$(chaos_port)
     chaos_backend_start backend "$api" "$metrics" "${via_sentinel[@]}"

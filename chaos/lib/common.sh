@@ -109,8 +109,8 @@ chaos_secrets() {
     (
         umask 077
         {
-            echo "DB_PASSWORD=$(gen_secret)"
-            echo "REDIS_PASSWORD=$(gen_secret)"
+            echo "QUANTAID_DB_PASSWORD=$(gen_secret)"
+            echo "QUANTAID_REDIS_PASSWORD=$(gen_secret)"
             echo "ADMIN_TOKEN=$(gen_secret)"
             echo "INTERNAL_TOKEN=$(gen_secret)"
         } >"$CHAOS_WORK/secrets.env"
@@ -128,7 +128,7 @@ pg_as() { if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi;
 
 # chaos_pg_start NAME PORT [CONF_LINE...]: a cluster in $CHAOS_WORK/NAME/data (created
 # on first use), listening on 127.0.0.1:PORT, with the role and database `quantaid`
-# (password $DB_PASSWORD). Extra lines go into postgresql.conf.
+# (password $QUANTAID_DB_PASSWORD). Extra lines go into postgresql.conf.
 chaos_pg_start() {
     local name=$1 port=$2 dir=$CHAOS_WORK/$1
     shift 2
@@ -160,7 +160,7 @@ SET client_min_messages = warning;
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'quantaid') THEN CREATE ROLE quantaid LOGIN; END IF;
 END \$\$;
-ALTER ROLE quantaid WITH LOGIN PASSWORD '$DB_PASSWORD';
+ALTER ROLE quantaid WITH LOGIN PASSWORD '$QUANTAID_DB_PASSWORD';
 SELECT 'CREATE DATABASE quantaid OWNER quantaid'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'quantaid') \gexec
 EOF
@@ -194,8 +194,8 @@ chaos_redis_start() {
             echo "port $port"
             echo "bind 127.0.0.1"
             echo "dir $dir"
-            echo "requirepass $REDIS_PASSWORD"
-            echo "masterauth $REDIS_PASSWORD"
+            echo "requirepass $QUANTAID_REDIS_PASSWORD"
+            echo "masterauth $QUANTAID_REDIS_PASSWORD"
             echo 'save ""'
             echo "appendonly no"
             echo "maxmemory-policy noeviction"
@@ -212,7 +212,7 @@ chaos_redis_start() {
 chaos_redis_cli() {
     local port=$1
     shift
-    REDISCLI_AUTH=$REDIS_PASSWORD redis-cli --no-auth-warning -h 127.0.0.1 -p "$port" "$@"
+    REDISCLI_AUTH=$QUANTAID_REDIS_PASSWORD redis-cli --no-auth-warning -h 127.0.0.1 -p "$port" "$@"
 }
 
 chaos_redis_wait() {
@@ -234,8 +234,8 @@ chaos_backend_start() {
     shift 3
     # shellcheck disable=SC2030,SC2031 # the subshell keeps these settings to the one process it starts
     (
-        export DB_HOST=127.0.0.1 QUANTAID_DB_PORT=${CHAOS_PG_PORT:-} QUANTAID_DB_USER=quantaid QUANTAID_DB_NAME=quantaid
-        export DB_PASSWORD REDIS_PASSWORD REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-}
+        export QUANTAID_DB_HOST=127.0.0.1 QUANTAID_DB_PORT=${CHAOS_PG_PORT:-} QUANTAID_DB_USER=quantaid QUANTAID_DB_NAME=quantaid
+        export QUANTAID_DB_PASSWORD QUANTAID_REDIS_PASSWORD QUANTAID_REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-}
         export QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN
         export QUANTAID_LISTEN_ADDR=127.0.0.1:$api QUANTAID_METRICS_ADDR=127.0.0.1:$metrics
         export QUANTAID_LOG_LEVEL=${QUANTAID_LOG_LEVEL:-info}
@@ -254,7 +254,7 @@ chaos_proxy_start() {
     # shellcheck disable=SC2030,SC2031 # the subshell keeps these settings to the one process it starts
     (
         export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$metrics
-        export QUANTAID_BACKEND_ADDR=$backend REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-} REDIS_PASSWORD
+        export QUANTAID_BACKEND_ADDR=$backend QUANTAID_REDIS_HOST=127.0.0.1:${CHAOS_REDIS_PORT:-} QUANTAID_REDIS_PASSWORD
         export QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN
         export QUANTAID_LOG_LEVEL=${QUANTAID_LOG_LEVEL:-info}
         local setting

@@ -17,7 +17,7 @@ chaos_load_start() {
     (
         # Secrets reach the generator through its environment only.
         export LOADTEST_BASE_URL=${CHAOS_TARGETS%%,*} LOADTEST_TARGETS=$CHAOS_TARGETS
-        export LOADTEST_DATABASE_URL=${CHAOS_DATABASE_URL:-postgresql://quantaid:$DB_PASSWORD@127.0.0.1:$CHAOS_PG_PORT/quantaid}
+        export LOADTEST_DATABASE_URL=${CHAOS_DATABASE_URL:-postgresql://quantaid:$QUANTAID_DB_PASSWORD@127.0.0.1:$CHAOS_PG_PORT/quantaid}
         export LOADTEST_ADMIN_TOKEN=$ADMIN_TOKEN
         export LOADTEST_USERS=${LOADTEST_USERS:-1000} LOADTEST_CLIENTS=${LOADTEST_CLIENTS:-10}
         export LOADTEST_CHAOS_SECS=$secs LOADTEST_CHAOS_RATE=$rate

@@ -60,7 +60,7 @@ const CONNECT_BOUND: Duration = Duration::from_secs(5);
 
 /// Opens connections for the pool and attaches the statement cache to each.
 pub struct Manager {
-    /// One configuration per server of `DB_HOST`, tried in order.
+    /// One configuration per server of `QUANTAID_DB_HOST`, tried in order.
     servers: Vec<tokio_postgres::Config>,
 }
 
