@@ -8,8 +8,8 @@ mkdir -p "$dir"
 gen() { [[ -s "$dir/$1" ]] || head -c 32 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/$1"; }
 gen db_password; gen redis_password; gen internal_token; gen admin_token
 [[ -s "$dir/quantaid.env" ]] || cat >"$dir/quantaid.env" <<ENV
-DB_PASSWORD=$(cat "$dir/db_password")
-REDIS_PASSWORD=$(cat "$dir/redis_password")
+QUANTAID_DB_PASSWORD=$(cat "$dir/db_password")
+QUANTAID_REDIS_PASSWORD=$(cat "$dir/redis_password")
 QUANTAID_INTERNAL_TOKEN=$(cat "$dir/internal_token")
 QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$(cat "$dir/admin_token")
 ENV
