@@ -8,8 +8,8 @@
 #   - user 65532:65532, entrypoint backup.sh, default command `logical`;
 #   - every script of deploy/backup it copies is there, identical to the repository's;
 #   - run from the image's filesystem as uid 65532 with the image's environment (chroot):
-#     pg_dump and pg_restore 15, pgBackRest, curl and jq answer; verify.sh reports a
-#     missing S3 setting by name; backup.sh logical reaches pg_dump and reports a
+#     pg_dump and pg_restore 15, pgBackRest, curl and jq answer; verify.sh names the
+#     missing S3 credentials; backup.sh logical reaches pg_dump and reports a
 #     refused connection, with nothing written outside /tmp.
 #   deploy/backup/build-image.sh [--check] [--keep]
 # Needs root, Debian's buildah and mmdebstrap (installed when missing) and the Debian mirror.
@@ -96,9 +96,9 @@ answers "curl " curl --version
 answers "jq-" jq --version
 echo "image: $(in_image "$pg_bin/pg_dump" --version), $(in_image pgbackrest version), $(in_image jq --version) run as 65532"
 
-# verify.sh checks its tools first, then needs the bucket: the message names the setting.
+# verify.sh checks its tools first, then needs S3: the message names the missing settings.
 if in_image /opt/quantaid-backup/verify.sh logical >"$work/out" 2>&1; then fail "verify.sh logical succeeded without any S3 setting"; fi
-grep -q 'repo1-s3-endpoint and repo1-s3-bucket must be set' "$work/out" || fail "verify.sh logical: $(tail -n 3 "$work/out")"
+grep -qF 'the S3 credentials (repo1-s3-key, repo1-s3-key-secret) are not set' "$work/out" || fail "verify.sh logical: $(tail -n 3 "$work/out")"
 # The entrypoint's default command: pg_dump runs, in /tmp, and the refused connection is reported.
 touch "$work/stamp"
 if env -i "${envs[@]}" PGHOST=127.0.0.1 PGPORT=9 PGUSER=quantaid "$CHROOT" --userspec=65532:65532 "$mnt" \
