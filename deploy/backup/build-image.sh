@@ -38,11 +38,12 @@ trap cleanup EXIT
 
 # The base: Debian 12's minimal system, as debian:bookworm-slim is. Made once, then reused.
 base_tar=$CACHE/bookworm-minbase.tar
-if [[ ! -s $base_tar ]]; then
+if [[ ! -f $base_tar ]]; then
   mkdir -p "$CACHE"
   echo "making the Debian 12 base with mmdebstrap into $base_tar (once)"
-  nice -n 10 mmdebstrap --quiet --variant=minbase --mode=root bookworm "$base_tar.tmp" "$MIRROR" </dev/null
-  mv "$base_tar.tmp" "$base_tar"
+  # mmdebstrap picks the output format from the name: the partial file must end in .tar.
+  nice -n 10 mmdebstrap --quiet --variant=minbase --mode=root bookworm "$CACHE/partial.tar" "$MIRROR" </dev/null
+  mv "$CACHE/partial.tar" "$base_tar"
 fi
 ctr=$(buildah from -q scratch)
 buildah add -q "$ctr" "$base_tar" / >/dev/null
