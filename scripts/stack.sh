@@ -21,7 +21,8 @@
 #   CARGO_TARGET_DIR       cargo build directory     (default <repo>/target)
 #   QUANTAID_PG_BIN        PostgreSQL server binaries (default: newest /usr/lib/postgresql/<ver>/bin)
 # Any other QUANTAID_* setting in the environment (e.g. QUANTAID_LOG_LEVEL) is passed
-# through to the backend and the proxy.
+# through to the backend and the proxy, and so are the OTEL_* ones; a set
+# OTEL_RESOURCE_ATTRIBUTES gets each sidecar's container name added, as in the Helm chart's pods.
 #
 # Services are started in the order of SERVICES and stopped in reverse; each service
 # has start_/stop_/running_/describe_ functions.
@@ -50,6 +51,15 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 # PostgreSQL refuses to run as root: run its tools as the `postgres` system user then.
 as_pg() {
     if is_root; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# otel_container NAME: adds k8s.container.name=NAME to a set OTEL_RESOURCE_ATTRIBUTES (in
+# the caller's subshell, for the one sidecar it starts), as deploy/k8s/quantaid does for the
+# pod's containers, so the sidecars' OTLP logs say which container wrote them.
+otel_container() {
+    if [ -n "${OTEL_RESOURCE_ATTRIBUTES:-}" ] && [[ $OTEL_RESOURCE_ATTRIBUTES != *k8s.container.name=* ]]; then
+        export OTEL_RESOURCE_ATTRIBUTES=$OTEL_RESOURCE_ATTRIBUTES,k8s.container.name=$1
+    fi
 }
 
 # port_open HOST PORT: something accepts connections there.
@@ -366,6 +376,7 @@ backend_exec() {
         export QUANTAID_LISTEN_ADDR=$LISTEN_ADDR QUANTAID_METRICS_ADDR=$METRICS_ADDR
         # The OAuth metadata names the URL clients are told to use.
         export QUANTAID_ISSUER=${QUANTAID_ISSUER:-$CLIENT_URL}
+        otel_container backend
         exec "$@"
     )
 }
@@ -445,6 +456,7 @@ start_proxy() {
         export QUANTAID_PROXY_LISTEN_ADDR=$PROXY_LISTEN_ADDR QUANTAID_PROXY_METRICS_ADDR=$PROXY_METRICS_ADDR
         export QUANTAID_REDIS_HOST=127.0.0.1:$REDIS_PORT QUANTAID_REDIS_PASSWORD
         export QUANTAID_INTERNAL_TOKEN=$INTERNAL_TOKEN QUANTAID_BOOTSTRAP_ADMIN_TOKEN=$ADMIN_TOKEN
+        otel_container proxy
         # shellcheck disable=SC2016 # $$, $0 and $1 are the inner sh's
         exec setsid sh -c 'echo $$ >"$0"; exec nohup "$1"' "$PROXY_PID" "$PROXY_BIN" >>"$PROXY_LOG" 2>&1 </dev/null
     ) &

@@ -284,6 +284,16 @@ seed() {
         -d "{\"username\":\"$prefix-1\",\"password\":\"wrong-password\"}"
 }
 
+# metric_recent NAME KIND: the textfile NAME{kind="KIND"} the scripts write holds a time of
+# the last ten minutes (docs/operations/backup-restore.md, "Metrics and alerts").
+metric_recent() {
+    # shellcheck disable=SC2016 # $2 is awk's field, not the shell's
+    awk -v now="$(date +%s)" -v series="$1{kind=\"$2\"}" '$1 == series { found = 1; ok = ($2 > now - 600 && $2 <= now) } END { exit !(found && ok) }' \
+        "$QUANTAID_BACKUP_TEXTFILE_DIR/${1}_$2.prom" 2>/dev/null
+}
+# metric_value NAME KIND: the recorded time, or "none" when no file was written.
+metric_value() { awk -v series="$1{kind=\"$2\"}" '$1 == series { print $2 }' "$QUANTAID_BACKUP_TEXTFILE_DIR/${1}_$2.prom" 2>/dev/null || echo none; }
+
 # snapshot: every table of the database, its row count and a checksum of its rows.
 snapshot() { psql_q <"$BK/table-checksums.sql"; }
 rows_in() { awk -F'|' -v t="$1" '$1 == t { print $2 }' "$2"; }
@@ -340,10 +350,12 @@ check "a session from before the backup still works (through the proxy)" test "$
 check "a client token from before the backup is still active" \
     test "$(introspect_active "$OLD_TOKEN" "$OLD_CLIENT" "$OLD_CLIENT_SECRET")" = true
 check "new logins work on the restored database" test -n "$(login drill-3)"
-# shellcheck disable=SC2016 # $2 is awk's field, not the shell's
 check "the full backup's last-success metric is a recent timestamp" \
-    awk -v now="$(date +%s)" '/^quantaid_backup_last_success_timestamp_seconds\{kind="full"\}/ { found = 1; ok = ($2 > now - 600 && $2 <= now) } END { exit !(found && ok) }' \
-    "$QUANTAID_BACKUP_TEXTFILE_DIR/quantaid_backup_last_success_timestamp_seconds_full.prom"
+    metric_recent quantaid_backup_last_success_timestamp_seconds full
+check "the drill's verify.sh recorded its last success (physical)" \
+    metric_recent quantaid_backup_verify_last_success_timestamp_seconds physical
+check "the drill's restore.sh recorded its last success (physical)" \
+    metric_recent quantaid_backup_restore_last_success_timestamp_seconds physical
 RTO_RESTORE=$(awk -v a="$t_restore" -v b="$t_restored" 'BEGIN { printf "%.1f", b - a }')
 RTO_TOTAL=$(awk -v a="$t_restore" -v b="$t_served" 'BEGIN { printf "%.1f", b - a }')
 echo "measured  RTO: $RTO_TOTAL s from restore.sh to the old session answered through the proxy (restore.sh $RTO_RESTORE s)"
@@ -365,6 +377,9 @@ must "restore-logical.sh --dump latest restores it into an empty database" \
     "$BK/restore-logical.sh" --dump latest --dbname quantaid_logical
 SNAP_DB=quantaid_logical snapshot >"$WORK/logical-restored.txt"
 check "the logical restore has every table's rows and checksum" diff "$WORK/logical-source.txt" "$WORK/logical-restored.txt"
+check "restore-logical.sh recorded its last success (logical)" \
+    metric_recent quantaid_backup_restore_last_success_timestamp_seconds logical
+restored_logical_at=$(metric_value quantaid_backup_restore_last_success_timestamp_seconds logical)
 check "a second restore into the now non-empty database is refused" \
     bash -c "! '$BK/restore-logical.sh' --dump latest --dbname quantaid_logical 2>'$WORK/err' && grep -q 'already holds' '$WORK/err'"
 dump_file=$(find "$WORK/s3" -name 'quantaid-*.dump' | sort | tail -n 1)
@@ -374,13 +389,17 @@ check "verify.sh logical detects the corrupted dump" bash -c "! '$BK/verify.sh' 
 check "restore-logical.sh refuses the corrupted dump (non-zero, 'is corrupt')" \
     bash -c "! '$BK/restore-logical.sh' --dump latest --dbname quantaid_corrupt 2>'$WORK/err' && grep -q 'is corrupt' '$WORK/err'"
 check "... and wrote nothing into the target database" test "$(SNAP_DB=quantaid_corrupt psql_q -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")" = 0
+check "the refused verify and restore left their last-success metrics alone" \
+    test "$(metric_value quantaid_backup_verify_last_success_timestamp_seconds logical) $(metric_value quantaid_backup_restore_last_success_timestamp_seconds logical)" \
+    = "none $restored_logical_at"
 psql_q -d postgres -c 'DROP DATABASE quantaid_logical' -c 'DROP DATABASE quantaid_corrupt'
 sleep 1 # a new stamp (one-second resolution)
 must "a new logical backup" "$BK/backup.sh" logical
 check "verify.sh logical passes on the new dump" "$BK/verify.sh" logical
-check "the logical backup's last-success metric is written" \
-    grep -q '^quantaid_backup_last_success_timestamp_seconds{kind="logical"} [0-9]' \
-    "$QUANTAID_BACKUP_TEXTFILE_DIR/quantaid_backup_last_success_timestamp_seconds_logical.prom"
+check "verify.sh logical recorded its last success" \
+    metric_recent quantaid_backup_verify_last_success_timestamp_seconds logical
+check "the logical backup's last-success metric is a recent timestamp" \
+    metric_recent quantaid_backup_last_success_timestamp_seconds logical
 unset PGHOST PGPORT PGUSER PGDATABASE PGPASSWORD
 
 # ---------------------------------------------------------------------------- PITR (test case 8)

@@ -11,10 +11,9 @@ CHECK=0; KEEP=0
 for a in "$@"; do case $a in --check) CHECK=1 ;; --keep) KEEP=1 ;; esac; done
 TAG=${QUANTAID_IMAGE:-localhost/quantaid/quantaid:dev}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/quantaid-target}
-# No daemon, no overlay mounts: the vfs driver works anywhere root does.
-export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
-
-command -v buildah >/dev/null || { apt-get install -y -q buildah >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q buildah >/dev/null; }; }
+# shellcheck source=deploy/docker/buildah.sh
+. "$here/buildah.sh"
+buildah_install
 command -v cargo >/dev/null || { echo "cargo is needed to build the binaries (rustup)" >&2; exit 1; }
 
 ( cd "$repo" && nice -n 10 cargo build --release --locked -q -p quantaid-backend -p quantaid-proxy )
@@ -45,8 +44,8 @@ buildah bud -q --layers=false -f "$ctx/Containerfile" -t "$TAG" "$ctx" >/dev/nul
 ((CHECK)) || { echo "built $TAG"; exit 0; }
 
 fail() { echo "image check failed: $*" >&2; exit 1; }
-user=$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$TAG")
-entry=$(buildah inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$TAG")
+user=$(image_config "$TAG" User)
+entry=$(image_config "$TAG" Entrypoint)
 size=$(buildah images --format '{{.Size}}' "$TAG")
 echo "image: $TAG  user=$user  entrypoint=$entry  size=$size"
 [[ $user == 65532:65532 ]] || fail "user is $user, not 65532:65532"

@@ -157,7 +157,8 @@ backend_port=$(first_free_port 24081) backend_metrics=$(first_free_port 24091)
 proxy_port=$(first_free_port 24080) proxy_metrics=$(first_free_port 24090)
 export QUANTAID_LISTEN_ADDR=127.0.0.1:$backend_port QUANTAID_METRICS_ADDR=127.0.0.1:$backend_metrics
 export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$proxy_port QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$proxy_metrics
-# What a pod's environment would say (the chart sets these through the downward API).
+# What a pod's environment says (deploy/k8s/quantaid sets these, namespace and pod through
+# the downward API); scripts/stack.sh adds each sidecar's container name, as the chart does.
 export OTEL_EXPORTER_OTLP_LOGS_ENDPOINT=http://127.0.0.1:$otlp_port/v1/logs
 export OTEL_RESOURCE_ATTRIBUTES=k8s.namespace.name=quantaid-ci,k8s.pod.name=local-0
 export OTEL_BLRP_SCHEDULE_DELAY=500

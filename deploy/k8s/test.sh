@@ -7,7 +7,8 @@
 #   4. kube-score
 #   5. helm-unittest (tests/*_test.yaml, named as sentences)
 #   6. the values schema and the chart's checks reject each file in bad-values/
-#   7. the container image: built with buildah from locally built binaries, then inspected
+#   7. the container images: the main one built with buildah from locally built binaries,
+#      the backup CronJob's from deploy/backup/Dockerfile; both inspected
 #   8. the compose file against the Compose specification's schema
 #   9. a real API server: install, scheduling, rolling upgrade under the PDB, eviction,
 #      server-side validation, and every command of docs/deployment/production-guide.md
@@ -136,13 +137,19 @@ for f in "$here"/bad-values/*.yaml; do
 done
 
 # ---------------------------------------------------------------------------------------
-section "7. container image"
+section "7. container images"
 if "$repo/deploy/docker/build-local.sh" --check >"$work/image.log" 2>&1; then
   ok "image built with buildah and inspected (user, entrypoint, no shell, binaries run)"
 else
   not_ok "image built with buildah and inspected" "$work/image.log"
 fi
 grep '^image:' "$work/image.log" | sed 's/^/       /'
+if "$repo/deploy/backup/build-image.sh" --check >"$work/backup-image.log" 2>&1; then
+  ok "backup image built from deploy/backup/Dockerfile and inspected (user, entrypoint, scripts, tools run as 65532)"
+else
+  not_ok "backup image built from deploy/backup/Dockerfile and inspected" "$work/backup-image.log"
+fi
+grep '^image:' "$work/backup-image.log" | sed 's/^/       /'
 
 # ---------------------------------------------------------------------------------------
 section "8. compose file"

@@ -9,8 +9,9 @@
     otlp_logs_stub.py check RECORDS_FILE NAMESPACE
         Fails unless both sidecars' records arrived as Loki would index them (see
         deploy/grafana/README.md): resource attributes service.name (the app),
-        k8s.namespace.name and k8s.pod.name, nothing per-request in the resource (labels
-        must stay low-cardinality); a severity for every record; the access lines with
+        k8s.namespace.name, k8s.pod.name and k8s.container.name (the chart's container
+        name for that sidecar: Loki's container label), nothing per-request in the
+        resource (labels must stay low-cardinality); a severity for every record; the access lines with
         method, path, status and duration as attributes and the request's trace id as
         the record's trace context (Loki's `trace_id` structured metadata); one request
         seen under the same trace id by both the proxy and the backend; no credential.
@@ -21,7 +22,9 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-SERVICES = {"quantaid-proxy", "quantaid-backend"}
+# Each sidecar's service.name, and the name of its container in the Helm chart's pod.
+CONTAINERS = {"quantaid-proxy": "proxy", "quantaid-backend": "backend"}
+SERVICES = set(CONTAINERS)
 SEVERITIES = {"error": 17, "warn": 13, "info": 9, "debug": 5, "trace": 1}
 # What a resource may carry: identity of the process, never of a request.
 RESOURCE_KEYS = re.compile(r"^(service\.name|k8s\.(namespace|pod|container|node|deployment|replicaset)\.name|telemetry\.sdk\.\w+)$")
@@ -117,6 +120,9 @@ def check(records_file: str, namespace: str) -> int:
             problems.append(f"unknown service.name {res.get('service.name')!r}")
         if res.get("k8s.namespace.name") != namespace or not res.get("k8s.pod.name"):
             problems.append(f"{where}: resource lacks namespace {namespace!r} or pod: {res}")
+        if res.get("k8s.container.name") != CONTAINERS.get(res.get("service.name")):
+            problems.append(f"{where}: resource's container is {res.get('k8s.container.name')!r}, "
+                            f"not {CONTAINERS.get(res.get('service.name'))!r}: {res}")
         for key in res:
             if not RESOURCE_KEYS.match(key):
                 problems.append(f"{where}: resource attribute {key!r} would be a high-cardinality or unexpected label")

@@ -98,6 +98,31 @@ REDIS_HOST: {{ $v.redis.host | quote }}
 {{- end }}
 {{- end -}}
 
+{{/*
+Who each container is, for its OTLP logs and traces (protocol/src/telemetry.rs reads
+OTEL_RESOURCE_ATTRIBUTES; the sidecar adds service.name itself), and where it exports them
+when telemetry.* names an endpoint. The namespace and pod come from the downward API;
+Kubernetes expands $(POD_NAMESPACE) and $(POD_NAME) because they are defined first.
+Argument: (list $ "container name").
+*/}}
+{{- define "quantaid.otelEnv" -}}
+{{- $t := (index . 0).Values.telemetry -}}{{- $container := index . 1 -}}
+- name: POD_NAMESPACE
+  valueFrom: { fieldRef: { fieldPath: metadata.namespace } }
+- name: POD_NAME
+  valueFrom: { fieldRef: { fieldPath: metadata.name } }
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME),k8s.container.name=%s" $container | quote }}
+{{- with $t.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.otlpLogsEndpoint }}
+- name: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* Keys of the Secret, and which container reads which. */}}
 {{- define "quantaid.secretKeys" -}}
 {{- $keys := list "DB_PASSWORD" "REDIS_PASSWORD" "QUANTAID_INTERNAL_TOKEN" -}}
@@ -122,8 +147,11 @@ REDIS_HOST: {{ $v.redis.host | quote }}
 {{- define "quantaid.checks" -}}
 {{- $v := .Values -}}
 {{- $derived := include "quantaid.derivedEnv" . | fromYaml -}}
+{{- /* The OTLP settings quantaid.otelEnv sets, and the value to use for each instead. */}}
+{{- $otel := dict "OTEL_RESOURCE_ATTRIBUTES" "the chart sets it for each container" "OTEL_EXPORTER_OTLP_ENDPOINT" "set telemetry.otlpEndpoint instead" "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" "set telemetry.otlpEndpoint instead" "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT" "set telemetry.otlpLogsEndpoint instead" -}}
 {{- range $k, $_ := $v.config }}
 {{- if hasKey $derived $k }}{{ fail (printf "config.%s is derived by the chart; set it through its own value (database.*, redis.*, issuer, trustedProxies, proxy.*/backend.*) instead" $k) }}{{ end }}
+{{- with get $otel $k }}{{ fail (printf "config.%s has a value of its own: %s" $k .) }}{{ end }}
 {{- if has $k (list "DB_PASSWORD" "REDIS_PASSWORD" "QUANTAID_INTERNAL_TOKEN" "QUANTAID_BOOTSTRAP_ADMIN_TOKEN") }}{{ fail (printf "config.%s is a secret and may not go in the ConfigMap; put it in the Secret named by secrets.existingSecret" $k) }}{{ end }}
 {{- end }}
 {{- if and (eq $v.migrations.mode "hookJob") (not $v.secrets.existingSecret) }}
