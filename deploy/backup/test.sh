@@ -368,7 +368,7 @@ if [ "$ONLY" = drill ]; then exit 0; fi
 say "logical backup: pg_dump to S3, restore into an empty database, a corrupted dump refused"
 # As the CronJob runs it: the application's role over TCP, the password in the environment.
 export PGHOST=127.0.0.1 PGPORT=$QUANTAID_PG_PORT PGUSER=quantaid PGDATABASE=quantaid
-PGPASSWORD=$(kv DB_PASSWORD "$STACK/secrets.env")
+PGPASSWORD=$(kv QUANTAID_DB_PASSWORD "$STACK/secrets.env")
 export PGPASSWORD
 snapshot >"$WORK/logical-source.txt"
 must "backup.sh logical uploads a checksummed dump" "$BK/backup.sh" logical

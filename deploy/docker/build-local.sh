@@ -61,7 +61,7 @@ grep -q QUANTAID_DB_POOL_MAX <<<"$out" || fail "backend did not start from the i
 echo "image: quantaid-backend runs as 65532 and reports a bad setting by name"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-env -i REDIS_HOST=none QUANTAID_INTERNAL_TOKEN=image-check "QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port" \
+env -i QUANTAID_REDIS_HOST=none QUANTAID_INTERNAL_TOKEN=image-check "QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:$port" \
   "QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:$mport" QUANTAID_BACKEND_ADDR=127.0.0.1:9 \
   "$CHROOT" --userspec=65532:65532 "$mnt" /usr/local/bin/quantaid-proxy >"$ctx/proxy.log" 2>&1 &
 proxy=$!

@@ -128,7 +128,7 @@ check "with an existing Secret the migration hook Job completes and the install 
   helm install quantaid "$chart" -n "$ns" -f "$here/values/external-secret.yaml" --wait --wait-for-jobs --timeout 3m
 check "the pods read the existing Secret and skip migrations at start" \
   bash -c "[[ \$(kubectl -n $ns get configmap quantaid -o jsonpath='{.data.QUANTAID_DB_MIGRATE_ON_START}') == false ]] &&
-           kubectl -n $ns get deploy quantaid -o jsonpath='{.spec.template.spec.initContainers[0].env[?(@.name==\"DB_PASSWORD\")].valueFrom.secretKeyRef.name}' | grep -qx quantaid-credentials &&
+           kubectl -n $ns get deploy quantaid -o jsonpath='{.spec.template.spec.initContainers[0].env[?(@.name==\"QUANTAID_DB_PASSWORD\")].valueFrom.secretKeyRef.name}' | grep -qx quantaid-credentials &&
            ! kubectl -n $ns get secret quantaid >/dev/null 2>&1"
 helm uninstall quantaid -n "$ns" --wait >/dev/null 2>&1
 kubectl delete namespace "$ns" --wait=false >/dev/null

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,14 +96,41 @@ impl Caller {
 }
 
 /// Client credentials the backend accepted, remembered by this replica.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct VerifiedClient {
     /// Who the client is and which tokens it may introspect.
     pub introspector: Introspector,
     /// The client's `client_revoked_before` marker when the backend accepted the
     /// credentials ("0": none); any change makes them unverified again.
     pub marker: String,
-    until: Instant,
+    verified_at: Instant,
+    /// A re-verification with the backend is under way (one at a time per credentials).
+    refreshing: AtomicBool,
+}
+
+impl VerifiedClient {
+    /// Whether this caller starts the re-verification of credentials past
+    /// `QUANTAID_CACHE_CLIENT_TTL_SECS` (nobody else is doing it).
+    pub fn start_refresh(&self) -> bool {
+        !self.refreshing.swap(true, Ordering::AcqRel)
+    }
+
+    /// A re-verification that could not reach the backend: the next caller tries again.
+    pub fn refresh_failed(&self) {
+        self.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// How recently remembered client credentials were verified by the backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Within `QUANTAID_CACHE_CLIENT_TTL_SECS`.
+    Recently,
+    /// Longer ago, but within `QUANTAID_CACHE_MAX_TTL_SECS`: still usable, because every
+    /// cached read checks the client's marker (a disable, rotation or deletion is seen at
+    /// once), while the backend is asked again in the background. A slow or unreachable
+    /// database then does not turn cached introspections into errors.
+    Stale,
 }
 
 pub struct Lookups {
@@ -360,10 +388,17 @@ impl Lookups {
         }
     }
 
-    /// Client credentials (digest of what was presented) the backend accepted recently.
-    pub fn verified_client(&self, credential_digest: &str) -> Option<Arc<VerifiedClient>> {
+    /// Client credentials (digest of what was presented) the backend accepted, and how
+    /// recently; `None` once they are older than any cache entry may be.
+    pub fn verified_client(&self, credential_digest: &str) -> Option<(Arc<VerifiedClient>, Verified)> {
         let clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.get(credential_digest).filter(|c| Instant::now() < c.until).cloned()
+        let client = clients.get(credential_digest)?;
+        let age = client.verified_at.elapsed();
+        match age {
+            _ if age < self.config.client_ttl => Some((client.clone(), Verified::Recently)),
+            _ if age < self.config.cache_max_ttl => Some((client.clone(), Verified::Stale)),
+            _ => None,
+        }
     }
 
     /// The client's lifecycle marker as Redis holds it now ("0": none); `None` when
@@ -378,11 +413,11 @@ impl Lookups {
     pub fn remember_client(&self, credential_digest: String, introspector: Introspector, marker: String) {
         let mut clients = self.verified_clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() > 10_000 {
-            let now = Instant::now();
-            clients.retain(|_, c| c.until > now);
+            let max_age = self.config.cache_max_ttl;
+            clients.retain(|_, c| c.verified_at.elapsed() < max_age);
         }
-        let until = Instant::now() + self.config.client_ttl;
-        clients.insert(credential_digest, Arc::new(VerifiedClient { introspector, marker, until }));
+        let client = VerifiedClient { introspector, marker, verified_at: Instant::now(), refreshing: AtomicBool::new(false) };
+        clients.insert(credential_digest, Arc::new(client));
     }
 
     pub fn forget_client(&self, credential_digest: &str) {

@@ -11,7 +11,7 @@ use quantaid_protocol::oauth_form::{content_type_is, presented_client, Form, FOR
 use quantaid_protocol::wire::{Introspection, IntrospectionOwner};
 
 use crate::backend::Unavailable;
-use crate::lookup::Answer;
+use crate::lookup::{Answer, Lookups, Verified, VerifiedClient};
 use crate::respond::{body_too_slow, error_body, respond, respond_error, unavailable};
 use crate::service::{within_body_deadline, QuantaProxy, RequestCtx};
 
@@ -61,7 +61,14 @@ impl QuantaProxy {
         // the client id they claim names its lifecycle marker.
         let client_id = client.client_id.clone();
         let client_key = hex_digest(&format!("{}:{}", client.client_id, client.secret));
-        if let Some(verified) = self.lookups.verified_client(&client_key) {
+        let body = Bytes::from(body);
+        let forwarded = caller_headers(session);
+        if let Some((verified, how_recently)) = self.lookups.verified_client(&client_key) {
+            if how_recently == Verified::Stale && verified.start_refresh() {
+                let (lookups, verified, key) = (self.lookups.clone(), verified.clone(), client_key.clone());
+                let (headers, body, client_id) = (forwarded.clone(), body.clone(), client_id.clone());
+                tokio::spawn(async move { reverify(&lookups, &verified, key, &client_id, headers, body).await });
+            }
             let inactive = || Some(Bytes::from_static(b"{\"active\":false}"));
             match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
                 Ok(Answer::Found(body)) => {
@@ -80,13 +87,7 @@ impl QuantaProxy {
         // request. The client's marker is read first, so a change that lands while the
         // backend checks still makes the remembered credentials stale.
         let marker = self.lookups.client_marker(&client_id).await;
-        let mut headers = http::HeaderMap::new();
-        for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
-            if let Some(v) = session.req_header().headers.get(&name) {
-                headers.insert(name, v.clone());
-            }
-        }
-        match self.lookups.backend.introspect_as_caller(headers, Bytes::from(body), Some(&ctx.traceparent)).await {
+        match self.lookups.backend.introspect_as_caller(forwarded, body, Some(&ctx.traceparent)).await {
             Ok(reply) => {
                 let status = reply.status;
                 let body = reply.body.clone();
@@ -110,5 +111,35 @@ impl QuantaProxy {
             }
             Err(Unavailable) => unavailable(session, ctx).await,
         }
+    }
+}
+
+/// The parts of the caller's request the backend needs to authenticate it again.
+fn caller_headers(session: &Session) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
+        if let Some(v) = session.req_header().headers.get(&name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    headers
+}
+
+/// Asks the backend again about remembered credentials past their TTL, with the request
+/// that found them so: accepted, they are remembered afresh (with the marker read before
+/// asking); refused, they are forgotten; unanswered, the next request tries again.
+async fn reverify(lookups: &Lookups, verified: &VerifiedClient, key: String, client_id: &str, headers: http::HeaderMap, body: Bytes) {
+    let marker = lookups.client_marker(client_id).await;
+    let reply = match lookups.backend.introspect_as_caller(headers, body, None).await {
+        Ok(reply) => reply,
+        Err(Unavailable) => return verified.refresh_failed(),
+    };
+    let introspector = reply.headers.get(INTROSPECTOR_HEADER).and_then(|v| v.to_str().ok()).and_then(Introspector::from_header_value);
+    match (reply.status, introspector, marker) {
+        (StatusCode::OK, Some(introspector), Some(marker)) if introspector.client_id == client_id => {
+            lookups.remember_client(key, introspector, marker)
+        }
+        (StatusCode::UNAUTHORIZED, _, _) => lookups.forget_client(&key),
+        _ => verified.refresh_failed(),
     }
 }

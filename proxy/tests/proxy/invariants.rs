@@ -247,6 +247,60 @@ async fn a_dead_backend_is_503_never_401() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Invariant 7 for introspection: remembered client credentials that outlive
+/// `QUANTAID_CACHE_CLIENT_TTL_SECS` while the backend cannot answer keep the cached
+/// answers coming (the client's marker is still checked on every read), and a client
+/// disabled meanwhile is still refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_clients_outlive_their_ttl_while_the_backend_is_unreachable() {
+    let stack = Stack::start(0).await;
+    let link = quantaid_testkit::Link::start(stack.backend_addr().port()).unwrap();
+    let behind_link = std::net::SocketAddr::from(([127, 0, 0, 1], link.port()));
+    let proxy = stack.spawn_proxy(behind_link, &[("QUANTAID_CACHE_CLIENT_TTL_SECS", "1"), ("QUANTAID_LOOKUP_TIMEOUT_MS", "500")]).await;
+    let introspect = async |client: &(String, String), token: &str| {
+        let r = stack.http.post(format!("{}/oauth/introspect", proxy.url)).basic_auth(&client.0, Some(&client.1)).form(&[("token", token)]);
+        let r = r.send().await.unwrap();
+        (r.status(), r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let new_client = async || quantaid_test_stack::api::create_client(&stack.http, &proxy.url, &["client_credentials"], &["read"]).await;
+    let (kept, disabled) = (new_client().await, new_client().await);
+    let mut tokens = Vec::new();
+    for client in [&kept, &disabled] {
+        let r = stack.http.post(format!("{}/oauth/token", proxy.url)).basic_auth(&client.0, Some(&client.1));
+        let r = r.form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+        let token = r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            assert_eq!(introspect(client, &token).await.1["active"], true);
+        }
+        tokens.push(token);
+    }
+
+    link.cut();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = stack
+        .http
+        .patch(stack.backend.url(&format!("/v1/clients/{}", disabled.0)))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..3 {
+        let (status, body) = introspect(&kept, &tokens[0]).await;
+        assert_eq!((status, body["active"].as_bool()), (StatusCode::OK, Some(true)), "credentials past their TTL, backend unreachable");
+    }
+    let (status, body) = introspect(&disabled, &tokens[1]).await;
+    assert_ne!(body["active"], true, "a client disabled meanwhile is refused at once ({status})");
+
+    // Back: the credentials are verified again in the background, and still work.
+    link.restore();
+    for _ in 0..3 {
+        assert_eq!(introspect(&kept, &tokens[0]).await.1["active"], true);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// SIGTERM: the proxy drains and exits cleanly.
 #[tokio::test]
 async fn sigterm_stops_the_proxy_gracefully() {

@@ -80,7 +80,7 @@ QUANTAID_SHUTDOWN_GRACE_SECS: {{ $v.backend.shutdownGraceSeconds | quote }}
 QUANTAID_PROXY_SHUTDOWN_GRACE_SECS: {{ $v.proxy.shutdownGraceSeconds | quote }}
 QUANTAID_TRUSTED_PROXIES: {{ join "," $v.trustedProxies | quote }}
 QUANTAID_ISSUER: {{ $v.issuer | default (ternary (printf "%s://%s" (ternary "https" "http" $v.ingress.tls.enabled) $v.ingress.host) "http://localhost:8080" $v.ingress.enabled) | quote }}
-DB_HOST: {{ $v.database.host | quote }}
+QUANTAID_DB_HOST: {{ $v.database.host | quote }}
 QUANTAID_DB_PORT: {{ $v.database.port | quote }}
 QUANTAID_DB_NAME: {{ $v.database.name | quote }}
 QUANTAID_DB_USER: {{ $v.database.user | quote }}
@@ -94,7 +94,7 @@ QUANTAID_REDIS_DB: {{ $v.redis.db | quote }}
 QUANTAID_REDIS_SENTINELS: {{ join "," $v.redis.sentinel.sentinels | quote }}
 QUANTAID_REDIS_MASTER_NAME: {{ $v.redis.sentinel.masterName | quote }}
 {{- else }}
-REDIS_HOST: {{ $v.redis.host | quote }}
+QUANTAID_REDIS_HOST: {{ $v.redis.host | quote }}
 {{- end }}
 {{- end -}}
 
@@ -130,12 +130,15 @@ Argument: (list $ "container name").
 {{- join "," $keys -}}
 {{- end -}}
 
-{{/* Secret entries as env vars; `skip` lists keys the container does not read. */}}
+{{/* Secret entries as env vars; `skip` lists keys the container does not read. The
+Secret keeps the keys it always had (an upgrade finds its generated passwords, an
+existingSecret keeps working); the containers read the database and Redis passwords
+under their QUANTAID_ names. */}}
 {{- define "quantaid.secretEnv" -}}
 {{- $ctx := index . 0 -}}{{- $skip := index . 1 -}}
 {{- range splitList "," (include "quantaid.secretKeys" $ctx) }}
 {{- if not (has . $skip) }}
-- name: {{ . }}
+- name: {{ get (dict "DB_PASSWORD" "QUANTAID_DB_PASSWORD" "REDIS_PASSWORD" "QUANTAID_REDIS_PASSWORD") . | default . }}
   valueFrom:
     secretKeyRef:
       name: {{ include "quantaid.secretName" $ctx }}
@@ -152,7 +155,7 @@ Argument: (list $ "container name").
 {{- range $k, $_ := $v.config }}
 {{- if hasKey $derived $k }}{{ fail (printf "config.%s is derived by the chart; set it through its own value (database.*, redis.*, issuer, trustedProxies, proxy.*/backend.*) instead" $k) }}{{ end }}
 {{- with get $otel $k }}{{ fail (printf "config.%s has a value of its own: %s" $k .) }}{{ end }}
-{{- if has $k (list "DB_PASSWORD" "REDIS_PASSWORD" "QUANTAID_INTERNAL_TOKEN" "QUANTAID_BOOTSTRAP_ADMIN_TOKEN") }}{{ fail (printf "config.%s is a secret and may not go in the ConfigMap; put it in the Secret named by secrets.existingSecret" $k) }}{{ end }}
+{{- if has $k (list "DB_PASSWORD" "REDIS_PASSWORD" "QUANTAID_DB_PASSWORD" "QUANTAID_REDIS_PASSWORD" "QUANTAID_INTERNAL_TOKEN" "QUANTAID_BOOTSTRAP_ADMIN_TOKEN") }}{{ fail (printf "config.%s is a secret and may not go in the ConfigMap; put it in the Secret named by secrets.existingSecret" $k) }}{{ end }}
 {{- end }}
 {{- if and (eq $v.migrations.mode "hookJob") (not $v.secrets.existingSecret) }}
 {{- fail "migrations.mode hookJob needs secrets.existingSecret: the pre-install Job runs before the chart's own Secret exists" }}
