@@ -124,16 +124,16 @@ mod tests {
         };
         let old_only = vars(&[("REDIS_HOST", "old:6379")]);
         assert_eq!(Env::new(&old_only).raw("QUANTAID_REDIS_HOST").as_deref(), Some("old:6379"));
-        let notices = deprecation_notices(&old_only);
+        let notices = deprecation_notices(old_only);
         assert_eq!(notices.len(), 1);
         assert!(notices[0].contains("rename it to QUANTAID_REDIS_HOST"), "{notices:?}");
 
         let both = vars(&[("REDIS_HOST", "old:6379"), ("QUANTAID_REDIS_HOST", "new:6379")]);
         assert_eq!(Env::new(&both).raw("QUANTAID_REDIS_HOST").as_deref(), Some("new:6379"));
-        assert!(deprecation_notices(&both)[0].contains("REDIS_HOST is ignored"));
+        assert!(deprecation_notices(both)[0].contains("REDIS_HOST is ignored"));
 
         let current = vars(&[("QUANTAID_DB_PASSWORD", "x")]);
-        assert!(deprecation_notices(&current).is_empty());
+        assert!(deprecation_notices(current).is_empty());
         // Only the new name reads the old one, not the reverse.
         assert_eq!(Env::new(&vars(&[("QUANTAID_DB_HOST", "h")])).raw("DB_HOST"), None);
     }
