@@ -62,11 +62,10 @@ impl QuantaProxy {
         let client_id = client.client_id.clone();
         let client_key = hex_digest(&format!("{}:{}", client.client_id, client.secret));
         let body = Bytes::from(body);
-        let forwarded = caller_headers(session);
         if let Some((verified, how_recently)) = self.lookups.verified_client(&client_key) {
             if how_recently == Verified::Stale && verified.start_refresh() {
                 let (lookups, verified, key) = (self.lookups.clone(), verified.clone(), client_key.clone());
-                let (headers, body, client_id) = (forwarded.clone(), body.clone(), client_id.clone());
+                let (headers, body, client_id) = (caller_headers(session), body.clone(), client_id.clone());
                 tokio::spawn(async move { reverify(&lookups, &verified, key, &client_id, headers, body).await });
             }
             let inactive = || Some(Bytes::from_static(b"{\"active\":false}"));
@@ -87,7 +86,7 @@ impl QuantaProxy {
         // request. The client's marker is read first, so a change that lands while the
         // backend checks still makes the remembered credentials stale.
         let marker = self.lookups.client_marker(&client_id).await;
-        match self.lookups.backend.introspect_as_caller(forwarded, body, Some(&ctx.traceparent)).await {
+        match self.lookups.backend.introspect_as_caller(caller_headers(session), body, Some(&ctx.traceparent)).await {
             Ok(reply) => {
                 let status = reply.status;
                 let body = reply.body.clone();
