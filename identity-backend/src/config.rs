@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use quantaid_protocol::forwarded::{self, IpNet};
 use quantaid_runtime::env::Env;
-use quantaid_runtime::redis_target::SentinelConfig;
 use quantaid_runtime::settings::{RedisSettings, TelemetrySettings};
 
 /// The settings both sidecars share are named in `quantaid_runtime::settings`.
@@ -127,14 +126,11 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_level: String,
-    /// `redis://` URL of the proxies' cache, for publishing revocations; `None` disables.
-    pub redis_url: Option<String>,
-    /// Find the master through Sentinel instead (wins over `redis_url`).
-    pub redis_sentinel: Option<SentinelConfig>,
+    /// The proxies' cache, for publishing revocations (neither a URL nor Sentinel: off).
+    pub redis: RedisSettings,
     /// Replicas that must acknowledge revocation markers before a revocation answers
     /// 2xx (`WAIT`), so that a failover cannot lose them; 1 with Sentinel, 0 otherwise.
     pub redis_wait_replicas: u32,
-    pub redis_timeout: Duration,
     /// The longest any cache entry may live; revocation markers outlive it.
     pub cache_max_ttl: Duration,
     /// Shared secret for the proxy's `/internal/v1/*` calls; `None` disables them.
@@ -218,10 +214,8 @@ impl Config {
             header_read_timeout: env.millis(HEADER_READ_TIMEOUT_MS, "10000")?,
             shutdown_grace: env.secs(SHUTDOWN_GRACE_SECS, "10")?,
             log_level: telemetry.log_level,
-            redis_url: redis.url,
-            redis_sentinel: redis.sentinel,
+            redis,
             redis_wait_replicas: env.parse(REDIS_WAIT_REPLICAS, if env.raw(REDIS_SENTINELS).is_some() { "1" } else { "0" })?,
-            redis_timeout: redis.timeout,
             cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
             internal_token: env.raw(INTERNAL_TOKEN),
             bloom_watermark_margin: env.millis(BLOOM_WATERMARK_MARGIN_MS, "60000")?,
@@ -308,15 +302,15 @@ mod tests {
         assert_eq!((c.db.pool_min, c.db.pool_max), (10, 100));
         assert_eq!(c.argon2.memory_kib, 19456);
         assert!(c.bootstrap_admin_token.is_none());
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
-        assert!(c.redis_sentinel.is_none());
+        assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert!(c.redis.sentinel.is_none());
         assert_eq!(c.redis_wait_replicas, 0);
     }
 
     #[test]
     fn sentinel_settings() {
         let c = config(&[(REDIS_SENTINELS, "s1:26379,s2:26379"), (REDIS_PASSWORD, "pw")]).unwrap();
-        let s = c.redis_sentinel.unwrap();
+        let s = c.redis.sentinel.unwrap();
         assert_eq!((s.master_name.as_str(), s.password.as_deref()), ("quantaid", Some("pw")));
         assert_eq!(c.redis_wait_replicas, 1, "markers wait for a replica under Sentinel");
         let c = config(&[(REDIS_SENTINELS, "s1"), (REDIS_WAIT_REPLICAS, "0")]).unwrap();
@@ -340,7 +334,7 @@ mod tests {
         let c = config(&[("DB_HOST", "db.internal"), ("DB_PASSWORD", "pw"), ("REDIS_HOST", "cache:7000")]).unwrap();
         assert_eq!(c.db.servers[0].host, "db.internal");
         assert_eq!(c.db.password, "pw");
-        assert_eq!(c.redis_url.as_deref(), Some("redis://cache:7000/0"));
+        assert_eq!(c.redis.url.as_deref(), Some("redis://cache:7000/0"));
         let c = config(&[("DB_HOST", "old"), (DB_HOST, "new")]).unwrap();
         assert_eq!(c.db.servers[0].host, "new", "the new name wins");
     }

@@ -80,9 +80,8 @@ pub async fn run(
     )?;
     let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
     let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
-    let redis =
-        quantaid_runtime::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
-    let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis_timeout, config.cache_max_ttl);
+    let redis = config.redis.target().map_err(anyhow::Error::msg)?;
+    let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis.timeout, config.cache_max_ttl);
     let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest, internal_token_digest, invalidator });
 
     let housekeeping = tokio::spawn(housekeeping::run(state.clone()));

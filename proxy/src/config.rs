@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::bail;
 use quantaid_protocol::forwarded::{self, IpNet};
 use quantaid_runtime::env::Env;
-use quantaid_runtime::redis_target::SentinelConfig;
 use quantaid_runtime::settings::{RedisSettings, TelemetrySettings};
 
 /// The settings both sidecars share are named in `quantaid_runtime::settings`.
@@ -48,12 +47,9 @@ pub struct Config {
     pub backend_timeout: Duration,
     /// Bound on a cache-miss lookup sent to the backend.
     pub lookup_timeout: Duration,
-    /// `redis://` URL; `None` runs without a cache (every lookup goes to the backend).
-    pub redis_url: Option<String>,
-    /// Find the master through Sentinel instead (wins over `redis_url`).
-    pub redis_sentinel: Option<SentinelConfig>,
-    /// Every Redis call gives up after this; the breaker counts it as a failure.
-    pub redis_timeout: Duration,
+    /// The cache (neither a URL nor Sentinel: every lookup goes to the backend). Every
+    /// Redis call gives up after its timeout; the breaker counts that as a failure.
+    pub redis: RedisSettings,
     pub breaker_failures: u32,
     pub breaker_open: Duration,
     pub session_ttl: Duration,
@@ -94,7 +90,7 @@ pub struct Config {
 impl Config {
     /// Whether the proxy caches at all (a Redis or a Sentinel group is configured).
     pub fn redis_enabled(&self) -> bool {
-        self.redis_url.is_some() || self.redis_sentinel.is_some()
+        self.redis.url.is_some() || self.redis.sentinel.is_some()
     }
 
     pub fn from_env() -> anyhow::Result<Self> {
@@ -112,9 +108,7 @@ impl Config {
             backend_addr: env.parse(BACKEND_ADDR, "127.0.0.1:8081")?,
             backend_timeout: env.millis(BACKEND_TIMEOUT_MS, "10000")?,
             lookup_timeout: env.millis(LOOKUP_TIMEOUT_MS, "2000")?,
-            redis_url: redis.url,
-            redis_sentinel: redis.sentinel,
-            redis_timeout: redis.timeout,
+            redis,
             breaker_failures: env.parse(BREAKER_FAILURES, "3")?,
             breaker_open: env.millis(BREAKER_OPEN_MS, "1000")?,
             session_ttl: env.secs(SESSION_TTL_SECS, "1800")?,
@@ -179,12 +173,12 @@ mod tests {
     fn defaults_and_errors() {
         let c = config(&[]).unwrap();
         assert_eq!((c.listen_addr.port(), c.metrics_addr.port(), c.backend_addr.port()), (8080, 9090, 8081));
-        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(c.redis.url.as_deref(), Some("redis://127.0.0.1:6379/0"));
         assert_eq!(c.session_ttl, Duration::from_secs(1800));
         let err = config(&[(REDIS_TIMEOUT_MS, "soon")]).unwrap_err().to_string();
         assert!(err.contains(REDIS_TIMEOUT_MS), "{err}");
         assert!(config(&[(SESSION_TTL_SECS, "3500")]).is_err(), "TTL past the marker lifetime");
-        assert_eq!(config(&[(REDIS_HOST, "none")]).unwrap().redis_url, None);
+        assert_eq!(config(&[(REDIS_HOST, "none")]).unwrap().redis.url, None);
         assert_eq!((c.max_header_bytes, c.max_headers, c.max_connections), (32768, 100, 4096));
         assert!(c.trusted_ingress.is_empty());
         assert_eq!(config(&[(TRUSTED_INGRESS, "10.0.0.0/8, 192.168.1.1")]).unwrap().trusted_ingress.len(), 2);
@@ -194,7 +188,7 @@ mod tests {
         }
         let c = config(&[(REDIS_HOST, "none"), (REDIS_SENTINELS, "s1:26379,s2:26379"), (REDIS_MASTER_NAME, "cache")]).unwrap();
         assert!(c.redis_enabled(), "sentinels alone enable the cache");
-        assert_eq!(c.redis_sentinel.unwrap().master_name, "cache");
+        assert_eq!(c.redis.sentinel.unwrap().master_name, "cache");
         let err = config(&[(REDIS_SENTINELS, ":1")]).unwrap_err().to_string();
         assert!(err.contains(REDIS_SENTINELS), "{err}");
     }

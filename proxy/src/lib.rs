@@ -59,9 +59,8 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     server.bootstrap();
 
     let backend = BackendClient::new(config.backend_addr, config.lookup_timeout, &internal_token)?;
-    let target =
-        quantaid_runtime::redis_target::target(config.redis_url.as_deref(), config.redis_sentinel.as_ref()).map_err(anyhow::Error::msg)?;
-    let redis = RedisCache::new(target, config.redis_timeout, Breaker::new(config.breaker_failures, config.breaker_open));
+    let target = config.redis.target().map_err(anyhow::Error::msg)?;
+    let redis = RedisCache::new(target, config.redis.timeout, Breaker::new(config.breaker_failures, config.breaker_open));
     let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
 
     // Client connections pass the gate (head limits, deadlines, connection cap) before

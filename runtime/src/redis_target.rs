@@ -66,16 +66,6 @@ impl SentinelConfig {
     }
 }
 
-/// The target the configuration names: Sentinel when a sentinel list is set, else the
-/// single Redis URL, else none (caching or publishing off).
-pub fn target(redis_url: Option<&str>, sentinel: Option<&SentinelConfig>) -> Result<Option<RedisTarget>, String> {
-    match (sentinel, redis_url) {
-        (Some(s), _) => RedisTarget::sentinel(s).map(Some),
-        (None, Some(url)) => Ok(Some(RedisTarget::direct(url.to_string()))),
-        (None, None) => Ok(None),
-    }
-}
-
 impl RedisTarget {
     pub fn direct(url: String) -> RedisTarget {
         RedisTarget::Direct { url }
@@ -168,6 +158,13 @@ impl RedisTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The target of settings with this URL and Sentinel group.
+    fn target(url: Option<&str>, sentinel: Option<&SentinelConfig>) -> Result<Option<RedisTarget>, String> {
+        let settings =
+            crate::settings::RedisSettings { url: url.map(str::to_string), sentinel: sentinel.cloned(), timeout: Duration::ZERO };
+        settings.target()
+    }
 
     fn parse(sentinels: &str, name: &str) -> Result<Option<SentinelConfig>, String> {
         SentinelConfig::parse(Some(sentinels.into()), name.into(), Some("secret".into()), None, "0")

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::env::Env;
-use crate::redis_target::SentinelConfig;
+use crate::redis_target::{RedisTarget, SentinelConfig};
 
 pub const REDIS_HOST: &str = "QUANTAID_REDIS_HOST";
 pub const REDIS_PASSWORD: &str = "QUANTAID_REDIS_PASSWORD";
@@ -35,6 +35,16 @@ pub struct RedisSettings {
 }
 
 impl RedisSettings {
+    /// Where to connect: Sentinel when a sentinel list is set, else the single server,
+    /// else nowhere (caching or publishing off).
+    pub fn target(&self) -> Result<Option<RedisTarget>, String> {
+        match (&self.sentinel, &self.url) {
+            (Some(s), _) => RedisTarget::sentinel(s).map(Some),
+            (None, Some(url)) => Ok(Some(RedisTarget::direct(url.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> anyhow::Result<Self> {
         let db = env.get(REDIS_DB, "0");
         let url = redis_url(&env.get(REDIS_HOST, "127.0.0.1:6379"), env.raw(REDIS_PASSWORD).as_deref(), &db)
