@@ -51,6 +51,13 @@ pub fn user_key(user_id: &uuid::Uuid) -> String {
     format!("user:{user_id}")
 }
 
+/// Whether `key` names a cache entry (`session:`, `token:`, `user:`) rather than one of
+/// the markers an entry is checked against. A proxy's local tier drops just the entry
+/// when an entry changes, and everything when a marker does (docs/caching.md, "The local tier").
+pub fn is_entry_key(key: &str) -> bool {
+    ["session:", "token:", "user:"].iter().any(|prefix| key.starts_with(prefix))
+}
+
 pub fn revoked_before_key(user_id: &str) -> String {
     format!("revoked_before:{user_id}")
 }
@@ -90,7 +97,9 @@ return current
 /// ARGV[2], ARGV[3] = the client whose remembered credentials authorize this read and
 /// the `client_revoked_before` value seen when they were verified (empty when no client
 /// credentials are involved). Returns `{status, value}`:
-/// - `{"hit", body}`: a live entry;
+/// - `{"hit", body, pttl, user, client}`: a live entry, its remaining lifetime in ms (a
+///   local copy must not outlive it), and the user and client whose markers it was
+///   checked against ([`dependency_keys`]);
 /// - `{"revoked", ""}`: a tombstone — the credential is revoked, no lookup needed;
 /// - `{"miss", user_version}`: absent, or older than its user's or client's markers
 ///   (then only the backend can say), with the user version to fill against when the
@@ -130,8 +139,26 @@ if client ~= '' and created ~= '' then
   if client == ARGV[2] then crb = caller_marker else crb = redis.call('GET', 'client_revoked_before:' .. client) end
   if crb and tonumber(crb) >= tonumber(created) then return {'miss', ''} end
 end
-return {'hit', body}
+return {'hit', body, tostring(redis.call('PTTL', KEYS[1])), user, client}
 ";
+
+/// Every key a [`LOOKUP_SCRIPT`] hit on `entry_key` was judged by: the entry, its user's
+/// marker and version, its client's marker and the calling client's marker. Redis 7.0
+/// tracks, for client-side caching, only the keys a script declares, so a read whose
+/// answer is to be kept locally runs the script again with all of them declared
+/// (docs/caching.md, "The local tier").
+pub fn dependency_keys(entry_key: &str, user: &str, client: &str, caller: Option<&str>) -> Vec<String> {
+    let mut keys = vec![entry_key.to_string()];
+    if !user.is_empty() {
+        keys.push(revoked_before_key(user));
+        keys.push(user_version_key(user));
+    }
+    for client in [Some(client), caller].into_iter().flatten().filter(|c| !c.is_empty()) {
+        keys.push(client_revoked_before_key(client));
+    }
+    keys.dedup(); // a client introspecting its own token
+    keys
+}
 
 /// Writes a cache entry unless a revocation happened since the data was read: not over
 /// a tombstone, not for a credential at or before its user's or its client's
@@ -181,6 +208,17 @@ mod tests {
         assert_eq!(token_key("abc"), "token:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let digest = Sha256::digest(b"abc");
         assert_eq!(key_from_digest("token", &digest), token_key("abc"));
+    }
+
+    #[test]
+    fn entry_keys_are_told_from_markers() {
+        let user = uuid::Uuid::nil();
+        for key in [session_key("s"), token_key("t"), user_key(&user)] {
+            assert!(is_entry_key(&key), "{key}");
+        }
+        for key in [revoked_before_key("u"), user_version_key("u"), client_revoked_before_key("c")] {
+            assert!(!is_entry_key(&key), "{key}");
+        }
     }
 
     #[test]

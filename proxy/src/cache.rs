@@ -1,7 +1,10 @@
-//! The shared cache: Redis behind a circuit breaker, plus the Bloom negative cache.
+//! The shared cache: Redis behind a circuit breaker, a local tier of hot entries in
+//! front of it, plus the Bloom negative cache.
 
 pub mod bloom;
 pub mod breaker;
+mod fence;
+mod local;
 pub mod redis;
 
 use std::time::Duration;

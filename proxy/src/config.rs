@@ -25,6 +25,8 @@ pub const SESSION_TTL_SECS: &str = "QUANTAID_CACHE_SESSION_TTL_SECS";
 pub const USER_TTL_SECS: &str = "QUANTAID_CACHE_USER_TTL_SECS";
 pub const NEGATIVE_TTL_SECS: &str = "QUANTAID_CACHE_NEGATIVE_TTL_SECS";
 pub const CLIENT_TTL_SECS: &str = "QUANTAID_CACHE_CLIENT_TTL_SECS";
+pub const LOCAL_CACHE_BYTES: &str = "QUANTAID_CACHE_LOCAL_BYTES";
+pub const LOCAL_CACHE_TTL_SECS: &str = "QUANTAID_CACHE_LOCAL_TTL_SECS";
 pub const BLOOM_REBUILD_SECS: &str = "QUANTAID_BLOOM_REBUILD_SECS";
 pub const BLOOM_CATCH_UP_MS: &str = "QUANTAID_BLOOM_CATCH_UP_MS";
 pub const BLOOM_FP_RATE: &str = "QUANTAID_BLOOM_FP_RATE";
@@ -57,6 +59,10 @@ pub struct Config {
     pub negative_ttl: Duration,
     pub client_ttl: Duration,
     pub cache_max_ttl: Duration,
+    /// Memory for the local tier, the in-process copy of hot Redis entries (0: off).
+    pub local_cache_bytes: u64,
+    /// Longest a local copy is kept, even while Redis says nothing changed.
+    pub local_cache_ttl: Duration,
     pub bloom_rebuild: Duration,
     pub bloom_catch_up: Duration,
     pub bloom_fp_rate: f64,
@@ -116,6 +122,8 @@ impl Config {
             negative_ttl: env.secs(NEGATIVE_TTL_SECS, "30")?,
             client_ttl: env.secs(CLIENT_TTL_SECS, "60")?,
             cache_max_ttl: env.secs(CACHE_MAX_TTL_SECS, "3600")?,
+            local_cache_bytes: env.parse(LOCAL_CACHE_BYTES, "16777216")?,
+            local_cache_ttl: env.secs(LOCAL_CACHE_TTL_SECS, "30")?,
             bloom_rebuild: env.secs(BLOOM_REBUILD_SECS, "600")?,
             bloom_catch_up: env.millis(BLOOM_CATCH_UP_MS, "5000")?,
             bloom_fp_rate: env.parse(BLOOM_FP_RATE, "0.01")?,

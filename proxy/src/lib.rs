@@ -29,7 +29,7 @@ use pingora::services::listening::Service;
 
 use crate::backend::BackendClient;
 use crate::cache::breaker::Breaker;
-use crate::cache::redis::RedisCache;
+use crate::cache::redis::{LocalSettings, RedisCache};
 use crate::config::Config;
 use crate::gate::Gate;
 use crate::lookup::Lookups;
@@ -60,7 +60,8 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
 
     let backend = BackendClient::new(config.backend_addr, config.lookup_timeout, &internal_token)?;
     let target = config.redis.target().map_err(anyhow::Error::msg)?;
-    let redis = RedisCache::new(target, config.redis.timeout, Breaker::new(config.breaker_failures, config.breaker_open));
+    let local = LocalSettings { bytes: config.local_cache_bytes, max_ttl: config.local_cache_ttl };
+    let redis = RedisCache::new(target, config.redis.timeout, Breaker::new(config.breaker_failures, config.breaker_open), local);
     let lookups = Arc::new(Lookups::new(config.clone(), redis, backend));
 
     // Client connections pass the gate (head limits, deadlines, connection cap) before

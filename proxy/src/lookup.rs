@@ -146,11 +146,11 @@ pub struct Lookups {
 }
 
 /// A live cache entry's answer: the stored body, or "not found" for a negative entry.
-fn cached_answer(body: String) -> Answer {
-    if body == NEGATIVE {
+fn cached_answer(body: Arc<str>) -> Answer {
+    if &*body == NEGATIVE {
         Answer::NotFound
     } else {
-        Answer::Found(body.into())
+        Answer::Found(body)
     }
 }
 

@@ -70,6 +70,7 @@ impl BackgroundService for Maintenance {
             // The first request connects Redis on the proxy's own runtime; sampling waits
             // for that, so it does not pull the connection onto this one.
             if self.lookups.redis.is_connected() && Instant::now() >= next_memory_sample {
+                METRICS.local_cache_bytes.set(i64::try_from(self.lookups.redis.local_bytes()).unwrap_or(i64::MAX));
                 // Doubles as the breaker's probe when no traffic is probing it.
                 if let Some(bytes) = self.lookups.redis.memory_used().await {
                     METRICS.redis_memory_used.set(bytes);

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub bloom_keys: IntGauge,
     pub singleflight_coalesced: IntCounter,
     pub bloom_last_refresh: IntGauge,
+    pub local_cache_hits: IntCounter,
+    pub local_cache_fences: IntCounter,
+    pub local_cache_invalidations: IntCounterVec,
+    pub local_cache_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -104,12 +108,32 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "When the Bloom filter last took a snapshot from the backend (rebuild or catch-up), in Unix seconds; 0 before the first."
         )
         .expect(failed),
+        local_cache_hits: register_int_counter!(
+            "quantaid_cache_local_hits_total",
+            "Cache hits answered from the local tier after a fence, without a Redis read (also counted in quantaid_cache_hits_total)."
+        )
+        .expect(failed),
+        local_cache_fences: register_int_counter!(
+            "quantaid_cache_local_fences_total",
+            "Fence round trips to Redis; each one releases every local hit that was waiting for it."
+        )
+        .expect(failed),
+        local_cache_invalidations: register_int_counter_vec!(
+            "quantaid_cache_local_invalidations_total",
+            "Local tier invalidations, by scope: one entry (key), or all (a marker changed, the connection closed or a fence failed).",
+            &["scope"]
+        )
+        .expect(failed),
+        local_cache_bytes: register_int_gauge!("quantaid_cache_local_bytes", "Bytes held by the local tier.").expect(failed),
     };
     // Every series of a fixed label set exists from the start, at 0, so rates and
     // ratios over it are defined before the first event.
     for kind in ["session", "token", "user"] {
         metrics.cache_hits.with_label_values(&[kind]);
         metrics.cache_misses.with_label_values(&[kind]);
+    }
+    for scope in ["key", "all"] {
+        metrics.local_cache_invalidations.with_label_values(&[scope]);
     }
     for reason in ["absent", "malformed"] {
         metrics.bloom_rejections.with_label_values(&[reason]);

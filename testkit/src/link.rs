@@ -15,6 +15,8 @@ pub struct Link {
 #[derive(Default)]
 struct LinkState {
     cut: AtomicBool,
+    /// Bytes are held, not forwarded, while set: a peer that is alive but not answering.
+    stalled: AtomicBool,
     stopped: AtomicBool,
     /// Both ends of every forwarded connection, to break them when the link is cut.
     live: Mutex<Vec<TcpStream>>,
@@ -56,8 +58,9 @@ impl Link {
                     continue;
                 };
                 accept_state.live.lock().unwrap_or_else(|p| p.into_inner()).extend([c3, s3]);
-                std::thread::spawn(move || pump(client, server));
-                std::thread::spawn(move || pump(s2, c2));
+                let (to_server, to_client) = (accept_state.clone(), accept_state.clone());
+                std::thread::spawn(move || pump(client, server, &to_server));
+                std::thread::spawn(move || pump(s2, c2, &to_client));
             }
         });
         Ok(Link { port, state })
@@ -76,11 +79,33 @@ impl Link {
     pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
     }
+
+    /// Holds every byte in both directions, keeping the connections open, until `resume`.
+    pub fn stall(&self) {
+        self.state.stalled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.state.stalled.store(false, Ordering::SeqCst);
+    }
 }
 
-/// Copies `from` to `to` until either side closes, then closes both.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+/// Copies `from` to `to` until either side closes, then closes both; holds what it read
+/// while the link is stalled.
+fn pump(mut from: TcpStream, mut to: TcpStream, state: &LinkState) {
+    use std::io::{Read, Write};
+    let mut buffer = [0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        while state.stalled.load(Ordering::SeqCst) && !state.stopped.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
 }

@@ -1,36 +1,60 @@
 //! Redis access for cached lookups: short timeouts, a circuit breaker, and the
-//! revocation-aware read and fill scripts from `quantaid_protocol::cache`.
+//! revocation-aware read and fill scripts from `quantaid_protocol::cache`, with the local
+//! tier in front of them ([`LocalTier`]).
 //!
 //! Connections come from a [`RedisTarget`]: one address, or the master Sentinel names.
-//! A connection is dropped when the breaker opens, so the next one asks again where
-//! Redis is; the maintenance task also drops it when Sentinel names another master
-//! ([`RedisCache::follow_master`]).
+//! A connection is dropped when the breaker opens or it closes, so the next one asks
+//! again where Redis is; the maintenance task also drops it when Sentinel names another
+//! master ([`RedisCache::follow_master`]). A connection's local tier goes with it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use quantaid_protocol::cache::{FILL_SCRIPT, LOOKUP_SCRIPT};
+use quantaid_protocol::cache::{dependency_keys, FILL_SCRIPT, LOOKUP_SCRIPT};
 use quantaid_runtime::redis_target::RedisTarget;
-use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, Script};
 
 use crate::cache::breaker::Breaker;
+use crate::cache::local::LocalTier;
 use crate::metrics::METRICS;
 
-/// A connection made through `target`, and the address it went to.
-async fn connect(target: &RedisTarget, timeout: Duration) -> redis::RedisResult<(ConnectionManager, String)> {
+/// The local tier's size and lifetime bound (`local_bytes == 0`: no tier).
+#[derive(Clone, Copy, Debug)]
+pub struct LocalSettings {
+    pub bytes: u64,
+    pub max_ttl: Duration,
+}
+
+/// A RESP3 connection made through `target` and the address it went to; with a local
+/// tier, the connection tracks the keys it reads and feeds their invalidations to it.
+async fn connect(target: &RedisTarget, timeout: Duration, local: LocalSettings) -> redis::RedisResult<Connected> {
     let (client, addr) = target.client(timeout).await?;
-    let config =
-        redis::aio::ConnectionManagerConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout).set_number_of_retries(0);
-    Ok((client.get_connection_manager_with_config(config).await?, addr))
+    let mut info = client.get_connection_info().clone();
+    info.redis.protocol = ProtocolVersion::RESP3;
+    let client = redis::Client::open(info)?;
+    let mut config = AsyncConnectionConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
+    let tier = (local.bytes > 0).then(|| Arc::new(LocalTier::new(local.bytes, local.max_ttl)));
+    if let Some(tier) = &tier {
+        let tier = tier.clone();
+        config = config.set_push_sender(move |push: PushInfo| {
+            tier.on_push(push);
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    if tier.is_some() {
+        let () = redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async(&mut conn).await?;
+    }
+    Ok(Connected { conn, addr, local: tier })
 }
 
 /// What Redis said about a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cached {
     /// A live entry's body.
-    Hit(String),
+    Hit(Arc<str>),
     /// A tombstone: the credential is revoked.
     Revoked,
     /// Nothing usable; for user entries, the user version to fill against.
@@ -41,10 +65,34 @@ pub enum Cached {
     CallerStale,
 }
 
-/// A connection and the address it went to.
+/// What one run of the lookup script said.
+enum Read {
+    Hit { body: Arc<str>, ttl: Duration, user: String, client: String },
+    Revoked,
+    Miss(String),
+    CallerStale,
+}
+
+/// A connection, the address it went to, and the copies of what it read.
 struct Connected {
-    conn: ConnectionManager,
+    conn: MultiplexedConnection,
     addr: String,
+    local: Option<Arc<LocalTier>>,
+}
+
+impl Connected {
+    /// Whether the connection may still be used: its local tier knows when it closed.
+    fn is_open(&self) -> bool {
+        self.local.as_ref().is_none_or(|tier| tier.is_alive())
+    }
+
+    /// Drops every local copy: the connection is being given up, and its invalidations
+    /// will no longer be waited for.
+    fn abandon(&self) {
+        if let Some(tier) = &self.local {
+            tier.clear();
+        }
+    }
 }
 
 pub struct RedisCache {
@@ -53,18 +101,20 @@ pub struct RedisCache {
     connect_lock: tokio::sync::Mutex<()>,
     breaker: Breaker,
     timeout: Duration,
+    local: LocalSettings,
     lookup: Script,
     fill: Script,
 }
 
 impl RedisCache {
-    pub fn new(target: Option<RedisTarget>, timeout: Duration, breaker: Breaker) -> Self {
+    pub fn new(target: Option<RedisTarget>, timeout: Duration, breaker: Breaker, local: LocalSettings) -> Self {
         RedisCache {
             target,
             connection: ArcSwapOption::empty(),
             connect_lock: tokio::sync::Mutex::new(()),
             breaker,
             timeout,
+            local,
             lookup: Script::new(LOOKUP_SCRIPT),
             fill: Script::new(FILL_SCRIPT),
         }
@@ -75,21 +125,23 @@ impl RedisCache {
     /// requests it serves (no cross-runtime wake-up per call). Connect attempts go
     /// through the breaker, and callers wait for one at most the Redis timeout.
     async fn connection(&self) -> Option<Arc<Connected>> {
-        if let Some(conn) = self.connection.load_full() {
-            return Some(conn);
+        match self.connection.load_full() {
+            Some(conn) if conn.is_open() => return Some(conn),
+            Some(_) => self.drop_connection(),
+            None => {}
         }
         let target = self.target.as_ref()?;
         let _one_at_a_time = tokio::time::timeout(self.timeout, self.connect_lock.lock()).await.ok()?;
-        if let Some(conn) = self.connection.load_full() {
+        if let Some(conn) = self.connection.load_full().filter(|c| c.is_open()) {
             return Some(conn);
         }
         if !self.breaker.allow() {
             return None;
         }
-        match tokio::time::timeout(self.timeout * 2, connect(target, self.timeout)).await {
-            Ok(Ok((conn, addr))) => {
-                tracing::info!(redis = %addr, "connected to Redis");
-                let conn = Arc::new(Connected { conn, addr });
+        match tokio::time::timeout(self.timeout * 2, connect(target, self.timeout, self.local)).await {
+            Ok(Ok(conn)) => {
+                tracing::info!(redis = %conn.addr, "connected to Redis");
+                let conn = Arc::new(conn);
                 self.connection.store(Some(conn.clone()));
                 self.breaker.record_success();
                 Some(conn)
@@ -108,15 +160,30 @@ impl RedisCache {
     }
 
     pub fn is_connected(&self) -> bool {
-        self.connection.load().is_some()
+        self.connection.load().as_ref().is_some_and(|c| c.is_open())
+    }
+
+    /// Gives up the current connection and its local copies.
+    fn drop_connection(&self) {
+        if let Some(conn) = self.connection.swap(None) {
+            conn.abandon();
+        }
     }
 
     /// Runs one Redis call under the breaker and the timeout.
-    async fn call<T, F>(&self, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    async fn call<T, F>(&self, f: impl FnOnce(MultiplexedConnection) -> F) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.connection().await?;
+        self.call_on(&conn, f).await
+    }
+
+    /// [`Self::call`] on a connection the caller already holds.
+    async fn call_on<T, F>(&self, conn: &Connected, f: impl FnOnce(MultiplexedConnection) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         if !self.breaker.allow() {
             return None;
         }
@@ -145,7 +212,7 @@ impl RedisCache {
             METRICS.redis_up.set(0);
             // The next connection (the breaker's probe) asks again where Redis is: after
             // a failover the old address is dead, or a replica that refuses writes.
-            self.connection.store(None);
+            self.drop_connection();
         }
     }
 
@@ -156,32 +223,110 @@ impl RedisCache {
         if let Some(master) = target.current_master(self.timeout * 2).await {
             if master != current.addr {
                 tracing::warn!(from = %current.addr, to = %master, "Redis master moved; reconnecting");
-                self.connection.store(None);
+                self.drop_connection();
             }
         }
     }
 
     /// Reads `key`; for a user entry, `user_id` lets a miss carry the user's version;
     /// `caller` (client id, marker value seen at verification) checks remembered client
-    /// credentials in the same round trip.
+    /// credentials in the same round trip. A hit held by the local tier is answered
+    /// after a fence instead of a read.
     pub async fn lookup(&self, key: &str, user_id: Option<&str>, caller: Option<(&str, &str)>) -> Cached {
-        let reply: Option<(String, String)> = self
-            .call(|mut c| async move {
-                let mut invocation = self.lookup.key(key);
+        let Some(conn) = self.connection().await else { return Cached::Unavailable };
+        if let Some(body) = self.local_hit(&conn, key, caller).await {
+            METRICS.local_cache_hits.inc();
+            return Cached::Hit(body);
+        }
+        let Some(reply) = self.read(&conn, &[key], user_id, caller).await else { return Cached::Unavailable };
+        match reply {
+            Read::Hit { body, user, client, .. } => {
+                if let Some(tier) = &conn.local {
+                    self.keep_locally(&conn, tier, key, user_id, caller, &user, &client).await;
+                }
+                Cached::Hit(body)
+            }
+            Read::Revoked => Cached::Revoked,
+            Read::CallerStale => Cached::CallerStale,
+            Read::Miss(version) => Cached::Miss { user_version: (!version.is_empty()).then_some(version) },
+        }
+    }
+
+    /// One run of the lookup script with `keys` declared (the entry's key first).
+    async fn read(&self, conn: &Connected, keys: &[&str], user_id: Option<&str>, caller: Option<(&str, &str)>) -> Option<Read> {
+        let reply: Vec<String> = self
+            .call_on(conn, |mut c| async move {
+                let mut invocation = self.lookup.prepare_invoke();
+                for key in keys {
+                    invocation.key(*key);
+                }
                 let (client, seen) = caller.unwrap_or_default();
                 invocation.arg(user_id.unwrap_or("")).arg(client).arg(seen);
                 invocation.invoke_async(&mut c).await
             })
-            .await;
-        match reply {
-            None => Cached::Unavailable,
-            Some((status, value)) => match status.as_str() {
-                "hit" => Cached::Hit(value),
-                "revoked" => Cached::Revoked,
-                "caller" => Cached::CallerStale,
-                _ => Cached::Miss { user_version: (!value.is_empty()).then_some(value) },
-            },
+            .await?;
+        let mut fields = reply.into_iter();
+        let (status, value) = (fields.next()?, fields.next()?);
+        Some(match status.as_str() {
+            "hit" => {
+                let ttl = fields.next().and_then(|ms| ms.parse::<u64>().ok()).map(Duration::from_millis)?;
+                let (user, client) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+                Read::Hit { body: value.into(), ttl, user, client }
+            }
+            "revoked" => Read::Revoked,
+            "caller" => Read::CallerStale,
+            _ => Read::Miss(value),
+        })
+    }
+
+    /// Reads a hit again with every key it depends on declared, so that Redis tracks
+    /// them all on this connection, and keeps what that read returned in the local tier.
+    #[allow(clippy::too_many_arguments)]
+    async fn keep_locally(
+        &self,
+        conn: &Connected,
+        tier: &LocalTier,
+        key: &str,
+        user_id: Option<&str>,
+        caller: Option<(&str, &str)>,
+        user: &str,
+        client: &str,
+    ) {
+        let dependencies = dependency_keys(key, user, client, caller.map(|(id, _)| id));
+        let declared: Vec<&str> = dependencies.iter().map(String::as_str).collect();
+        let snapshot = tier.snapshot(key);
+        if let Some(Read::Hit { body, ttl, user: now_user, client: now_client }) = self.read(conn, &declared, user_id, caller).await {
+            // Declared keys are what Redis tracks: the entry must still depend on just those.
+            if (now_user.as_str(), now_client.as_str()) == (user, client) {
+                tier.insert(snapshot, key, caller, body, ttl);
+            }
         }
+    }
+
+    /// The local tier's copy of `key`, once a fence on its connection that began after
+    /// this call has returned (docs/caching.md, "The local tier"). A failed fence empties
+    /// the tier: the answer then comes from Redis.
+    async fn local_hit(&self, conn: &Connected, key: &str, caller: Option<(&str, &str)>) -> Option<Arc<str>> {
+        let tier = conn.local.as_ref()?;
+        tier.get(key, caller)?;
+        let (connection, timeout) = (conn.conn.clone(), self.timeout);
+        let fenced = tier
+            .fence
+            .pass(|| {
+                let mut connection = connection.clone();
+                async move {
+                    METRICS.local_cache_fences.inc();
+                    let command = redis::cmd("PING");
+                    let ping = command.query_async::<()>(&mut connection);
+                    matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(())))
+                }
+            })
+            .await;
+        if !fenced {
+            tier.clear();
+            return None;
+        }
+        tier.get(key, caller)
     }
 
     /// Writes an entry unless a revocation happened since its data was read (see
@@ -225,6 +370,11 @@ impl RedisCache {
     }
 
     pub fn is_up(&self) -> bool {
-        self.connection.load().is_some() && self.breaker.is_closed()
+        self.is_connected() && self.breaker.is_closed()
+    }
+
+    /// Bytes the current connection's local tier holds.
+    pub fn local_bytes(&self) -> u64 {
+        self.connection.load().as_ref().and_then(|c| c.local.as_ref().map(|t| t.weight())).unwrap_or(0)
     }
 }

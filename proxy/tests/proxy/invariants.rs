@@ -150,6 +150,120 @@ async fn revoke_racing_cache_fills() {
     }
 }
 
+/// Invariant 2 with the local tier: a key hot in both replicas' local tiers, looked up
+/// without pause on both while it is revoked (a single token, then every credential of
+/// a user through its marker, then after a Redis restart), is refused by every lookup
+/// that started after the revocation returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_hot_keys_on_two_replicas_are_refused_once_their_revocation_returns() {
+    let stack = Arc::new(Stack::start(2).await);
+    let client = Arc::new(stack.create_client(&["client_credentials", "password"], &["read"]).await);
+    let local_hits = || async {
+        stack.proxy_metric(0, "quantaid_cache_local_hits_total").await + stack.proxy_metric(1, "quantaid_cache_local_hits_total").await
+    };
+    let user_token = |name: &'static str| {
+        let (stack, client) = (stack.clone(), client.clone());
+        async move {
+            let id = stack.create_user(name).await;
+            let r = stack
+                .http
+                .post(stack.at(0, "/oauth/token"))
+                .basic_auth(&client.0, Some(&client.1))
+                .form(&[("grant_type", "password"), ("username", name), ("password", PASSWORD)])
+                .send()
+                .await
+                .unwrap();
+            (r.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_string(), id)
+        }
+    };
+    for (round, how) in ["revoke the token", "disable its user", "revoke it after Redis restarted"].into_iter().enumerate() {
+        let (token, user) = match round {
+            1 => {
+                let (token, id) = user_token("local-tier-user").await;
+                (token, Some(id))
+            }
+            _ => (stack.issue(0, &client).await, None),
+        };
+        let token = Arc::new(token);
+        for replica in [0, 1] {
+            for _ in 0..3 {
+                assert_eq!(stack.introspect(replica, &client, &token).await.1["active"], true, "{how}: warm-up on {replica}");
+            }
+        }
+        if round == 2 {
+            stack.redis.kill();
+            stack.redis.restart().unwrap();
+        }
+        let hits_before = local_hits().await;
+        let revoked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+        let lookers: Vec<_> = (0..8)
+            .map(|i| {
+                let (stack, client, token, revoked_at) = (stack.clone(), client.clone(), token.clone(), revoked_at.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + Duration::from_millis(1200);
+                    let (mut late_actives, mut lookups) = (0, 0);
+                    while Instant::now() < deadline {
+                        let started = Instant::now();
+                        let (status, body) = stack.introspect(i % 2, &client, &token).await;
+                        assert_eq!(status, StatusCode::OK);
+                        lookups += 1;
+                        let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| started > t);
+                        if after_revoke && body["active"] == true {
+                            late_actives += 1;
+                        }
+                    }
+                    (late_actives, lookups)
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        match user {
+            Some(id) => {
+                let r = stack
+                    .http
+                    .patch(stack.at(0, &format!("/v1/users/{id}")))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .json(&json!({"disabled": true}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+            None => stack.revoke(0, &client, &token).await,
+        }
+        *revoked_at.lock().unwrap() = Some(Instant::now());
+        let results: Vec<(i32, i32)> = join_all(lookers).await.into_iter().map(|r| r.unwrap()).collect();
+        let late: i32 = results.iter().map(|r| r.0).sum();
+        assert_eq!(late, 0, "{how}: 'active' after the revocation returned");
+        // The test means something only if the local tier answered the lookups before.
+        assert!(local_hits().await > hits_before, "{how}: no lookup was answered from the local tier");
+    }
+}
+
+/// The local tier's fence: a replica whose Redis connection stalls (open, but nothing
+/// arrives: neither the invalidation nor any reply) must not answer from its local copy
+/// once a revocation has returned elsewhere; it asks the backend instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_copy_is_not_served_while_its_invalidations_cannot_arrive() {
+    use quantaid_proxy::config::{REDIS_HOST, REDIS_TIMEOUT_MS};
+    let mut stack = Stack::start(1).await;
+    let link = quantaid_testkit::Link::start(stack.redis.port()).unwrap();
+    let through_link = format!("127.0.0.1:{}", link.port());
+    let stalled = stack.spawn_proxy(stack.backend_addr(), &[(REDIS_HOST, &through_link), (REDIS_TIMEOUT_MS, "200")]).await;
+    stack.proxies.push(stalled);
+    let client = stack.create_client(&["client_credentials"], &["read"]).await;
+    let token = stack.issue(0, &client).await;
+    for _ in 0..3 {
+        assert_eq!(stack.introspect(1, &client, &token).await.1["active"], true);
+    }
+    assert!(stack.proxy_metric(1, "quantaid_cache_local_hits_total").await > 0.0, "the copy is in replica 1's local tier");
+    link.stall();
+    stack.revoke(0, &client, &token).await;
+    let (status, body) = stack.introspect(1, &client, &token).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({"active": false})), "a local copy answered past its revocation");
+    link.resume();
+}
+
 /// Invariant 5: Redis killed under load fails nothing; when it returns, hits resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_under_load() {
