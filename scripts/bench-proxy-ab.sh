@@ -58,7 +58,8 @@ export QUANTAID_STACK_DIR=${QUANTAID_BENCH_STACK_DIR:-/var/tmp/quantaid-bench-ab
 export QUANTAID_PG_PORT=45532 QUANTAID_REDIS_PORT=46479
 export QUANTAID_LISTEN_ADDR=127.0.0.1:48181 QUANTAID_METRICS_ADDR=127.0.0.1:49191
 export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:48180 QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:49190
-export QUANTAID_LOG_LEVEL=warn
+# Access log lines cost CPU per request: QUANTAID_BENCH_LOG_LEVEL=info measures them too.
+export QUANTAID_LOG_LEVEL=${QUANTAID_BENCH_LOG_LEVEL:-warn}
 scripts/stack.sh up >"$WORK/up.log" 2>&1 || { tail -n 30 "$WORK/up.log"; exit 1; }
 # The stack's own proxy is not measured: it would share the cores.
 kill "$(cat "$QUANTAID_STACK_DIR/proxy.pid")"

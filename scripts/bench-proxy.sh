@@ -44,7 +44,8 @@ export QUANTAID_STACK_DIR=${QUANTAID_BENCH_STACK_DIR:-/var/tmp/quantaid-bench-st
 export QUANTAID_PG_PORT=45432 QUANTAID_REDIS_PORT=46379
 export QUANTAID_LISTEN_ADDR=127.0.0.1:48081 QUANTAID_METRICS_ADDR=127.0.0.1:49091
 export QUANTAID_PROXY_LISTEN_ADDR=127.0.0.1:48080 QUANTAID_PROXY_METRICS_ADDR=127.0.0.1:49090
-export QUANTAID_LOG_LEVEL=warn
+# Access log lines cost CPU per request: QUANTAID_BENCH_LOG_LEVEL=info measures them too.
+export QUANTAID_LOG_LEVEL=${QUANTAID_BENCH_LOG_LEVEL:-warn}
 PROXY=http://127.0.0.1:48080 BACKEND=http://127.0.0.1:48081 HELLO=http://127.0.0.1:48090
 
 WORK=$(mktemp -d /tmp/quantaid-bench.XXXXXX)
@@ -102,6 +103,22 @@ wrk_row() {
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     errors=$(awk '/^ERRORS/ {print $2}' <<<"$out")
     echo "| $1 | $4 | $rps | $p50 | $p99 | ${errors:-?} |" | tee -a "$RESULTS"
+    printf '%s\t%s\t%s\n' "$1" "$4" "$rps" >>"$WORK/rps.tsv"
+}
+
+# The goal is stated against the ceiling measured in the same run: each cached row's
+# throughput as a fraction of quantaid-hello's at the same connection count.
+ratio_rows() {
+    {
+        echo
+        echo "Cached throughput as a fraction of the ceiling (same run, same connections):"
+        echo
+        echo "| target | connections | fraction of the ceiling |"
+        echo "|---|---|---|"
+        awk -F'\t' '$1 ~ /ceiling/ {ceiling[$2] = $3} $1 ~ /\(cached\)/ {rows[++n] = $0}
+            END {for (i = 1; i <= n; i++) {split(rows[i], f, "\t"); if (ceiling[f[2]] > 0) printf "| %s | %s | %.2f |\n", f[1], f[2], f[3] / ceiling[f[2]]}}' \
+            "$WORK/rps.tsv"
+    } | tee -a "$RESULTS"
 }
 
 echo "==> throughput (closed loop)"
@@ -110,7 +127,9 @@ echo "==> throughput (closed loop)"
     wrk_row "proxy: /v1/auth/check (cached)" "$PROXY/v1/auth/check" "$WORK/get.lua" "$c"
     wrk_row "backend: introspection (uncached)" "$BACKEND/oauth/introspect" "$WORK/introspect.lua" "$c"
     wrk_row "bare hyper hello-world (ceiling)" "$HELLO/" "$WORK/get.lua" "$c"
+    echo "$c connections: $(awk '/^VmHWM/ {print $2, $3}' "/proc/$(cat "$QUANTAID_STACK_DIR/proxy.pid")/status")" >>"$WORK/rss.txt"
 done
+[ "$THROUGHPUT" = yes ] && ratio_rows
 
 # oha_row NAME ARGS...: fixed offered rate, latency from the scheduled send time.
 oha_row() {
@@ -137,6 +156,12 @@ oha_row "bare hyper hello-world" "$HELLO/"
 PROXY_PID=$(cat "$QUANTAID_STACK_DIR/proxy.pid")
 {
     echo
+    if [ -f "$WORK/rss.txt" ]; then
+        echo "Proxy peak RSS (VmHWM) after the throughput cells up to:"
+        echo
+        sed 's/^/- /' "$WORK/rss.txt"
+        echo
+    fi
     echo "Proxy memory after the runs: $(awk '/^VmHWM/ {print $2, $3}' "/proc/$PROXY_PID/status") peak RSS, $(awk '/^VmRSS/ {print $2, $3}' "/proc/$PROXY_PID/status") now."
 } | tee -a "$RESULTS"
 

@@ -10,4 +10,5 @@ pub mod env;
 pub mod process;
 pub mod redis_target;
 pub mod settings;
+pub mod stdout_lines;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use std::fs;
 use nix::unistd::SysconfVar;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Counter, IntGauge, Opts};
+use prometheus::{Counter, IntCounter, IntGauge, Opts};
 
 pub struct ProcessCollector {
     descs: Vec<Desc>,
@@ -24,6 +24,7 @@ pub struct ProcessCollector {
     threads: IntGauge,
     start_time: IntGauge,
     memory_limit: IntGauge,
+    log_lines_dropped: IntCounter,
 }
 
 impl ProcessCollector {
@@ -49,12 +50,16 @@ impl ProcessCollector {
                 "quantaid_memory_limit_bytes",
                 "Memory this process may use: its cgroup's limit (the container's memory limit), or the machine's memory when there is none.",
             )?,
+            log_lines_dropped: IntCounter::with_opts(Opts::new(
+                "quantaid_log_lines_dropped_total",
+                "Log lines dropped because stdout could not take them as fast as they came (crate::stdout_lines).",
+            ))?,
         };
         let descs = collector.parts().iter().flat_map(|c| c.desc().into_iter().cloned()).collect();
         Ok(ProcessCollector { descs, ..collector })
     }
 
-    fn parts(&self) -> [&dyn Collector; 8] {
+    fn parts(&self) -> [&dyn Collector; 9] {
         [
             &self.cpu_seconds,
             &self.resident_memory,
@@ -64,6 +69,7 @@ impl ProcessCollector {
             &self.threads,
             &self.start_time,
             &self.memory_limit,
+            &self.log_lines_dropped,
         ]
     }
 
@@ -98,6 +104,8 @@ impl ProcessCollector {
         if let Some(limit) = memory_limit() {
             self.memory_limit.set(limit);
         }
+        let dropped = crate::stdout_lines::dropped();
+        self.log_lines_dropped.inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
     }
 }
 
@@ -222,6 +230,7 @@ mod tests {
         assert!(value("process_open_fds") >= 3.0);
         assert!(value("process_start_time_seconds") > 1_600_000_000.0);
         assert!(value("process_threads") >= 1.0);
-        assert_eq!(c.desc().len(), 8);
+        assert_eq!(value("quantaid_log_lines_dropped_total"), 0.0);
+        assert_eq!(c.desc().len(), 9);
     }
 }

@@ -13,7 +13,6 @@
 //! How Loki indexes them: deploy/grafana/README.md.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 use rand::RngCore;
 use serde_json::{Map, Value};
@@ -40,6 +39,7 @@ pub struct Telemetry {
 
 impl Drop for Telemetry {
     fn drop(&mut self) {
+        crate::stdout_lines::flush();
         if let Some(provider) = self.provider.take() {
             let _ = provider.shutdown();
         }
@@ -242,7 +242,7 @@ where
         }
         let mut out = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
         out.push(b'\n');
-        let _ = std::io::stdout().lock().write_all(&out);
+        crate::stdout_lines::write(&out);
     }
 }
 

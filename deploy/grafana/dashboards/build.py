@@ -44,6 +44,7 @@ LE_1S = 'le="1"'
 SUCCESS = 'result="success"'
 SUCCESS_OR_FAILURE = 'result=~"success|failure"'
 ANY_RESULT = 'result=~".+"'
+CLEARS = 'scope="all"'
 
 
 def sel(*matchers: str) -> str:
@@ -224,6 +225,14 @@ def cache() -> tuple[str, list]:
                 "percentunit",
                 query(f"sum by (kind) ({hits}) / (sum by (kind) ({hits}) + sum by (kind) ({misses}))", "{{kind}}"),
                 max_val=1,
+            ),
+            graph(
+                "Local tier",
+                "Lookups per second each proxy answered from its local tier (after a fence), the fence round trips that released them, and full clears of the tier (a marker changed, the Redis connection closed or a fence failed). docs/caching.md, 'The local tier'.",
+                "ops",
+                query(f"sum by (pod) (rate(quantaid_cache_local_hits_total{sel(PROXY)}{RATE}))", "hits {{pod}}"),
+                query(f"sum by (pod) (rate(quantaid_cache_local_fences_total{sel(PROXY)}{RATE}))", "fences {{pod}}", "B"),
+                query(f"sum by (pod) (rate(quantaid_cache_local_invalidations_total{sel(PROXY, CLEARS)}{RATE}))", "clears {{pod}}", "C"),
             ),
             graph(
                 "Redis up",
