@@ -21,6 +21,7 @@ pub mod singleflight;
 use std::sync::{Arc, LazyLock};
 
 use anyhow::Context;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -35,6 +36,11 @@ use crate::gate::Gate;
 use crate::lookup::Lookups;
 use crate::maintenance::Maintenance;
 use crate::service::QuantaProxy;
+
+/// Each client connection's read buffer: Pingora's default is 64 KiB, sized for TLS
+/// records; identity requests are a few hundred bytes, and the gate reads their heads
+/// into its own buffer. Measured in docs/benchmarks.md ("Memory").
+const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings { read: Some(8 * 1024), write: Some(DEFAULT_L4_WRITE_BUFFER_SIZE) };
 
 /// Builds the Pingora server: the proxy service, the maintenance service and the
 /// Prometheus service. `Server::run` starts them.
@@ -68,7 +74,7 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
     // Pingora's proxy sees them.
     let proxy = http_proxy(&server.configuration, QuantaProxy { lookups: lookups.clone(), config: config.clone() });
     let mut proxy = Service::new("QuantaID proxy".to_string(), Gate::new(proxy, &config));
-    proxy.add_tcp(&config.listen_addr.to_string());
+    proxy.add_listener(ListenerConfig::tcp(config.listen_addr.to_string()).l4_buffer(CLIENT_BUFFERS));
     let maintenance = background_service("maintenance", Maintenance { lookups, config: config.clone() });
     let mut metrics = pingora_prometheus::prometheus_http_service();
     metrics.add_tcp(&config.metrics_addr.to_string());
