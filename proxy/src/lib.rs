@@ -39,7 +39,7 @@ use crate::service::QuantaProxy;
 
 /// Each client connection's read buffer: Pingora's default is 64 KiB, sized for TLS
 /// records; identity requests are a few hundred bytes, and the gate reads their heads
-/// into its own buffer. Measured in docs/benchmarks.md ("Memory").
+/// into its own buffer. Measured in docs/benchmarks.md ("Client read buffers").
 const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings { read: Some(8 * 1024), write: Some(DEFAULT_L4_WRITE_BUFFER_SIZE) };
 
 /// Builds the Pingora server: the proxy service, the maintenance service and the
