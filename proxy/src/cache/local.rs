@@ -178,10 +178,6 @@ impl LocalTier {
         METRICS.local_cache_invalidations.with_label_values(&["all"]).inc();
     }
 
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-
     /// Bytes the copies hold (by [`EntryWeight`]).
     pub fn weight(&self) -> u64 {
         self.entries.weight()

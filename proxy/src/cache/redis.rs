@@ -7,6 +7,7 @@
 //! again where Redis is; the maintenance task also drops it when Sentinel names another
 //! master ([`RedisCache::follow_master`]). A connection's local tier goes with it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use arc_swap::ArcSwapOption;
 use quantaid_protocol::cache::{dependency_keys, FILL_SCRIPT, LOOKUP_SCRIPT};
 use quantaid_runtime::redis_target::RedisTarget;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, Script};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script};
 
 use crate::cache::breaker::Breaker;
 use crate::cache::local::LocalTier;
@@ -34,20 +35,24 @@ async fn connect(target: &RedisTarget, timeout: Duration, local: LocalSettings) 
     let mut info = client.get_connection_info().clone();
     info.redis.protocol = ProtocolVersion::RESP3;
     let client = redis::Client::open(info)?;
-    let mut config = AsyncConnectionConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
     let tier = (local.bytes > 0).then(|| Arc::new(LocalTier::new(local.bytes, local.max_ttl)));
-    if let Some(tier) = &tier {
-        let tier = tier.clone();
-        config = config.set_push_sender(move |push: PushInfo| {
+    let open = Arc::new(AtomicBool::new(true));
+    let (pushed_to, closed) = (tier.clone(), open.clone());
+    let on_push = move |push: PushInfo| {
+        if push.kind == PushKind::Disconnection {
+            closed.store(false, Ordering::Release);
+        }
+        if let Some(tier) = &pushed_to {
             tier.on_push(push);
-            Ok::<(), std::convert::Infallible>(())
-        });
-    }
+        }
+        Ok::<(), std::convert::Infallible>(())
+    };
+    let config = AsyncConnectionConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout).set_push_sender(on_push);
     let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
     if tier.is_some() {
         let () = redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async(&mut conn).await?;
     }
-    Ok(Connected { conn, addr, local: tier })
+    Ok(Connected { conn, addr, open, local: tier })
 }
 
 /// What Redis said about a key.
@@ -67,7 +72,13 @@ pub enum Cached {
 
 /// What one run of the lookup script said.
 enum Read {
-    Hit { body: Arc<str>, ttl: Duration, user: String, client: String },
+    /// `ttl`: the entry's remaining lifetime in Redis, when it has one.
+    Hit {
+        body: Arc<str>,
+        ttl: Option<Duration>,
+        user: String,
+        client: String,
+    },
     Revoked,
     Miss(String),
     CallerStale,
@@ -77,13 +88,14 @@ enum Read {
 struct Connected {
     conn: MultiplexedConnection,
     addr: String,
+    /// Cleared when the connection closes (Redis went away): the next call connects anew.
+    open: Arc<AtomicBool>,
     local: Option<Arc<LocalTier>>,
 }
 
 impl Connected {
-    /// Whether the connection may still be used: its local tier knows when it closed.
     fn is_open(&self) -> bool {
-        self.local.as_ref().is_none_or(|tier| tier.is_alive())
+        self.open.load(Ordering::Acquire)
     }
 
     /// Drops every local copy: the connection is being given up, and its invalidations
@@ -269,7 +281,7 @@ impl RedisCache {
         let (status, value) = (fields.next()?, fields.next()?);
         Some(match status.as_str() {
             "hit" => {
-                let ttl = fields.next().and_then(|ms| ms.parse::<u64>().ok()).map(Duration::from_millis)?;
+                let ttl = fields.next().and_then(|ms| ms.parse::<u64>().ok()).map(Duration::from_millis);
                 let (user, client) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
                 Read::Hit { body: value.into(), ttl, user, client }
             }
@@ -295,7 +307,9 @@ impl RedisCache {
         let dependencies = dependency_keys(key, user, client, caller.map(|(id, _)| id));
         let declared: Vec<&str> = dependencies.iter().map(String::as_str).collect();
         let snapshot = tier.snapshot(key);
-        if let Some(Read::Hit { body, ttl, user: now_user, client: now_client }) = self.read(conn, &declared, user_id, caller).await {
+        if let Some(Read::Hit { body, ttl: Some(ttl), user: now_user, client: now_client }) =
+            self.read(conn, &declared, user_id, caller).await
+        {
             // Declared keys are what Redis tracks: the entry must still depend on just those.
             if (now_user.as_str(), now_client.as_str()) == (user, client) {
                 tier.insert(snapshot, key, caller, body, ttl);

@@ -264,6 +264,34 @@ async fn a_local_copy_is_not_served_while_its_invalidations_cannot_arrive() {
     link.resume();
 }
 
+/// With the local tier off (`QUANTAID_CACHE_LOCAL_BYTES=0`) every hit is a Redis read,
+/// and a Redis restart is still followed without the breaker's help.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_tier_can_be_turned_off() {
+    use quantaid_proxy::config::LOCAL_CACHE_BYTES;
+    let mut stack = Stack::start(0).await;
+    let plain = stack.spawn_proxy(stack.backend_addr(), &[(LOCAL_CACHE_BYTES, "0")]).await;
+    stack.proxies.push(plain);
+    let client = stack.create_client(&["client_credentials"], &["read"]).await;
+    let token = stack.issue(0, &client).await;
+    for _ in 0..5 {
+        assert_eq!(stack.introspect(0, &client, &token).await.1["active"], true);
+    }
+    assert!(stack.proxy_metric(0, r#"quantaid_cache_hits_total{kind="token"}"#).await >= 4.0);
+    assert_eq!(stack.proxy_metric(0, "quantaid_cache_local_hits_total").await, 0.0);
+    stack.redis.kill();
+    stack.redis.restart().unwrap();
+    let hits = stack.proxy_metric(0, r#"quantaid_cache_hits_total{kind="token"}"#).await;
+    eventually("hits resume after the restart", || async {
+        stack.introspect(0, &client, &token).await;
+        stack.proxy_metric(0, r#"quantaid_cache_hits_total{kind="token"}"#).await > hits
+    })
+    .await;
+    assert_eq!(stack.proxy_metric(0, "quantaid_cache_fallback_total").await, 0.0, "the closed connection was noticed before a call failed");
+    stack.revoke(0, &client, &token).await;
+    assert_eq!(stack.introspect(0, &client, &token).await.1, json!({"active": false}));
+}
+
 /// Invariant 5: Redis killed under load fails nothing; when it returns, hits resume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_under_load() {
