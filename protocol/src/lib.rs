@@ -15,6 +15,7 @@ pub mod forwarded;
 pub mod introspection;
 pub mod metrics;
 pub mod oauth_form;
+pub mod routes;
 pub mod snapshot;
 pub mod token;
 pub mod wire;

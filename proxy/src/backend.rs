@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quantaid_protocol::routes;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 
@@ -74,47 +75,47 @@ impl BackendClient {
 
     /// `GET /v1/auth/session` with the session token.
     pub async fn session(&self, session_token: &str, trace: Option<&HeaderValue>) -> BackendResult {
-        let req = self.http.get(format!("{}/v1/auth/session", self.base)).bearer_auth(session_token);
-        self.send("/v1/auth/session", req, trace).await
+        let req = self.http.get(format!("{}{}", self.base, routes::SESSION)).bearer_auth(session_token);
+        self.send(routes::SESSION, req, trace).await
     }
 
     /// Introspection of any token, authenticated as the sidecar (no client credentials).
     pub async fn introspect_internal(&self, token: &str, trace: Option<&HeaderValue>) -> BackendResult {
         let req = self
             .http
-            .post(format!("{}/internal/v1/introspect", self.base))
+            .post(format!("{}{}", self.base, routes::INTERNAL_INTROSPECT))
             .header(AUTHORIZATION, self.internal_auth.clone())
             .form(&[("token", token)]);
-        self.send("/internal/v1/introspect", req, trace).await
+        self.send(routes::INTERNAL_INTROSPECT, req, trace).await
     }
 
     /// The caller's own `POST /oauth/introspect`, forwarded as sent (the backend checks
     /// the client credentials).
     pub async fn introspect_as_caller(&self, headers: HeaderMap, body: Bytes, trace: Option<&HeaderValue>) -> BackendResult {
-        let req = self.http.post(format!("{}/oauth/introspect", self.base)).headers(headers).body(body);
-        self.send("/oauth/introspect", req, trace).await
+        let req = self.http.post(format!("{}{}", self.base, routes::INTROSPECT)).headers(headers).body(body);
+        self.send(routes::INTROSPECT, req, trace).await
     }
 
     /// `GET /v1/users/{id}` with the caller's credential.
     pub async fn user(&self, id: &uuid::Uuid, authorization: &HeaderValue, trace: Option<&HeaderValue>) -> BackendResult {
         let req = self.http.get(format!("{}/v1/users/{id}", self.base)).header(AUTHORIZATION, authorization.clone());
-        self.send("/v1/users/{id}", req, trace).await
+        self.send(routes::USER, req, trace).await
     }
 
     /// The Bloom snapshot, in full or since `since_ms`.
     pub async fn bloom_snapshot(&self, since_ms: Option<i64>) -> BackendResult {
-        let mut url = format!("{}/internal/v1/bloom-snapshot", self.base);
+        let mut url = format!("{}{}", self.base, routes::INTERNAL_BLOOM_SNAPSHOT);
         if let Some(since) = since_ms {
             url.push_str(&format!("?since_ms={since}"));
         }
         // A full snapshot can be large: allow it more time than a lookup.
         let req = self.http.get(url).header(AUTHORIZATION, self.internal_auth.clone()).timeout(Duration::from_secs(60));
-        self.send("/internal/v1/bloom-snapshot", req, None).await
+        self.send(routes::INTERNAL_BLOOM_SNAPSHOT, req, None).await
     }
 
     /// Liveness of the backend, for the proxy's readiness.
     pub async fn healthy(&self) -> bool {
-        let req = self.http.get(format!("{}/health", self.base)).timeout(Duration::from_secs(1));
-        matches!(self.send("/health", req, None).await, Ok(r) if r.status.is_success())
+        let req = self.http.get(format!("{}{}", self.base, routes::HEALTH)).timeout(Duration::from_secs(1));
+        matches!(self.send(routes::HEALTH, req, None).await, Ok(r) if r.status.is_success())
     }
 }

@@ -1,7 +1,9 @@
 //! Which requests the proxy answers itself, and the route template each one is
-//! reported under (metric labels never carry IDs).
+//! reported under (metric labels never carry IDs); the templates are
+//! `quantaid_protocol::routes`.
 
 use http::Method;
+use quantaid_protocol::routes::{self, INTERNAL_PREFIX};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -21,60 +23,21 @@ pub enum Route {
     PassThrough,
 }
 
-/// Templates of the public API's routes, for metric labels of passed-through requests
-/// (checked against docs/openapi.json by proxy/tests/proxy/openapi.rs).
-pub const TEMPLATES: &[&str] = &[
-    "/v1/users",
-    "/v1/users/{id}",
-    "/v1/users/{id}/password",
-    "/v1/users/{id}/mfa/totp",
-    "/v1/users/{id}/mfa/totp/confirm",
-    "/v1/auth/login",
-    "/v1/auth/mfa/verify",
-    "/v1/auth/session",
-    "/v1/auth/logout",
-    "/v1/auth/logout-all",
-    "/v1/auth/reauthenticate",
-    "/v1/auth/check",
-    "/v1/clients",
-    "/v1/clients/{id}",
-    "/v1/clients/{id}/secret",
-    "/v1/userinfo",
-    "/v1/audit-logs",
-    "/oauth/token",
-    "/oauth/introspect",
-    "/oauth/revoke",
-    "/.well-known/oauth-authorization-server",
-    "/health",
-    "/ready",
-];
-
-fn matches_template(template: &str, path: &str) -> bool {
-    let (mut t, mut p) = (template.split('/'), path.split('/'));
-    loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some("{id}"), Some(seg)) if !seg.is_empty() => {}
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
-        }
-    }
-}
-
 /// The route and its template for a request.
 pub fn classify(method: &Method, path: &str) -> (Route, &'static str) {
-    let template = TEMPLATES.iter().copied().find(|t| matches_template(t, path)).unwrap_or("unmatched");
+    let internal = path.strip_prefix(INTERNAL_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let template = routes::template_of(path).unwrap_or("unmatched");
     let route = match (method, template) {
-        (_, _) if path == "/internal" || path.starts_with("/internal/") => Route::Internal,
-        (&Method::GET, "/health") => Route::Health,
-        (&Method::GET, "/ready") => Route::Ready,
-        (&Method::GET, "/v1/auth/session") => Route::Session,
-        (&Method::GET, "/v1/auth/check") => Route::Check,
-        (&Method::POST, "/oauth/introspect") => Route::Introspect,
-        (&Method::GET, "/v1/users/{id}") => Route::User(path.trim_start_matches("/v1/users/").to_string()),
+        _ if internal => Route::Internal,
+        (&Method::GET, routes::HEALTH) => Route::Health,
+        (&Method::GET, routes::READY) => Route::Ready,
+        (&Method::GET, routes::SESSION) => Route::Session,
+        (&Method::GET, routes::CHECK) => Route::Check,
+        (&Method::POST, routes::INTROSPECT) => Route::Introspect,
+        (&Method::GET, routes::USER) => Route::User(path.trim_start_matches("/v1/users/").to_string()),
         _ => Route::PassThrough,
     };
-    let template = if route == Route::Internal { "/internal" } else { template };
+    let template = if internal { INTERNAL_PREFIX } else { template };
     (route, template)
 }
 
