@@ -1,7 +1,12 @@
 //! The API router, the operations endpoints and the two listeners.
 
 pub mod extract;
+mod internal;
+mod mfa;
 pub mod middleware;
+pub mod oauth;
+pub mod sessions;
+mod users;
 
 use std::time::Duration;
 
@@ -16,9 +21,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tower::ServiceExt;
 
+use crate::domain::audit;
 use crate::error::ApiError;
-use crate::oauth::{clients, introspect, token};
-use crate::{audit, internal, mfa, sessions, users, SharedState};
+use crate::http::oauth::{clients, introspect, token};
+use crate::SharedState;
 
 /// One route of the API: the method and path template it is served under, and its
 /// handler. The constructors pair the method with axum's routing function, so the two
@@ -102,7 +108,7 @@ pub fn api_router(state: SharedState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) })
         // Inside `observe`, so that metrics and logs see the status the client gets.
-        .layer(axum::middleware::from_fn(crate::invalidation::acknowledge_only_published))
+        .layer(axum::middleware::from_fn(crate::domain::invalidation::acknowledge_only_published))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .layer(axum::middleware::from_fn(middleware::run_to_completion))
         .with_state(state)

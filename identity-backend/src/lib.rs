@@ -3,23 +3,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod audit;
-pub mod auth;
 pub mod config;
-pub mod db;
+pub mod domain;
 pub mod error;
-pub mod housekeeping;
 pub mod http;
-pub mod internal;
-pub mod invalidation;
 pub mod metrics;
-pub mod mfa;
-pub mod oauth;
-pub mod revocation;
-pub mod security;
-pub mod sessions;
-pub mod throttle;
-pub mod users;
+pub mod storage;
 
 /// The JSON log format and trace context, shared with the proxy.
 pub use quantaid_runtime::telemetry;
@@ -31,10 +20,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::db::Db;
-use crate::invalidation::Invalidator;
+use crate::domain::invalidation::Invalidator;
+use crate::domain::security::password::PasswordHasher;
 use crate::metrics::Metrics;
-use crate::security::password::PasswordHasher;
+use crate::storage::Db;
 
 pub struct AppState {
     pub config: Config,
@@ -52,9 +41,10 @@ pub type SharedState = Arc<AppState>;
 
 /// Applies pending migrations over a dedicated connection.
 pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
-    let (mut client, connection) = db::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+    let (mut client, connection) =
+        storage::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
     let driver = tokio::spawn(connection);
-    let applied = db::migrations::migrate(&mut client).await;
+    let applied = storage::migrations::migrate(&mut client).await;
     drop(client);
     let _ = driver.await;
     applied
@@ -78,14 +68,14 @@ pub async fn run(
         config.password_hash_queue,
         metrics.password_hash_rejections.clone(),
     )?;
-    let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
-    let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
+    let admin_token_digest = config.bootstrap_admin_token.as_deref().map(domain::security::token::digest);
+    let internal_token_digest = config.internal_token.as_deref().map(domain::security::token::digest);
     let redis = config.redis.target().map_err(anyhow::Error::msg)?;
     let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis.timeout, config.cache_max_ttl);
     let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest, internal_token_digest, invalidator });
 
-    let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
-    let outbox = tokio::spawn(invalidation::run_outbox(state.clone()));
+    let housekeeping = tokio::spawn(domain::housekeeping::run(state.clone()));
+    let outbox = tokio::spawn(domain::invalidation::run_outbox(state.clone()));
     let gauges = tokio::spawn(metrics::sample_database_gauges(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -9,7 +9,7 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec
 use quantaid_protocol::metrics::{method_label, status_label};
 use quantaid_runtime::process::ProcessCollector;
 
-use crate::db::Query;
+use crate::storage::Query;
 use crate::SharedState;
 
 /// 100 µs to 10 s: resolves both cached-path and pathological latencies.
@@ -116,7 +116,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.mfa_verifications.with_label_values(&[result]);
         }
-        for grant in crate::oauth::SUPPORTED_GRANTS {
+        for grant in crate::domain::oauth::SUPPORTED_GRANTS {
             metrics.tokens_issued.with_label_values(&[grant]);
         }
         for result in ["published", "deferred"] {

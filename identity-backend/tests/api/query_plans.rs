@@ -1,10 +1,10 @@
 //! With production-like volumes loaded, the hot queries the code really runs use the
 //! indexes docs/design.md requires (and never a sequential scan).
 
-use quantaid_backend::audit::{build_query, AuditFilter};
-use quantaid_backend::auth::ACCESS_TOKEN_BY_DIGEST;
-use quantaid_backend::oauth::token::REFRESH_BY_DIGEST;
-use quantaid_backend::sessions::USER_BY_USERNAME;
+use quantaid_backend::domain::audit::{build_query, AuditFilter};
+use quantaid_backend::domain::auth::ACCESS_TOKEN_BY_DIGEST;
+use quantaid_backend::http::oauth::token::REFRESH_BY_DIGEST;
+use quantaid_backend::http::sessions::USER_BY_USERNAME;
 use tokio_postgres::types::ToSql;
 
 use quantaid_test_stack::*;

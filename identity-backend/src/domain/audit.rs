@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::auth::{Authenticated, Caller};
-use crate::db::{Conn, Query};
+use crate::domain::auth::{Authenticated, Caller};
+use crate::domain::security::token::new_id;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::QueryParams;
-use crate::security::token::new_id;
+use crate::storage::{Conn, Query};
 use crate::SharedState;
 
 /// Audited actions. The strings are the `action` column and the API filter values.

@@ -9,16 +9,17 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::auth::{find_access_token, Authenticated, Caller};
-use crate::db::{Conn, Query};
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::{find_access_token, Authenticated, Caller};
+use crate::domain::oauth::{authenticate_client, SUPPORTED_GRANTS};
+use crate::domain::revocation;
+use crate::domain::security::token::{self, TokenKind};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
 use crate::http::no_store;
-use crate::oauth::token::REFRESH_BY_DIGEST;
-use crate::oauth::{authenticate_client, SUPPORTED_GRANTS};
-use crate::security::token::{self, TokenKind};
-use crate::{revocation, SharedState};
+use crate::http::oauth::token::REFRESH_BY_DIGEST;
+use crate::storage::{Conn, Query};
+use crate::SharedState;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::wire::Introspection;
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::db::Query;
-use crate::throttle::DELETE_STALE;
+use crate::domain::throttle::DELETE_STALE;
+use crate::storage::Query;
 use crate::SharedState;
 
 const DELETE_DEAD_CHALLENGES: Query = Query { name: "mfa_challenge_delete_dead", sql: "DELETE FROM mfa_challenges WHERE expires_at < $1" };

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use quantaid_protocol::cache::key_from_digest;
 use uuid::Uuid;
 
-use crate::db::{Conn, Query};
+use crate::domain::invalidation::Invalidation;
 use crate::error::ApiResult;
-use crate::invalidation::Invalidation;
+use crate::storage::{Conn, Query};
 use crate::AppState;
 
 const REVOKE_SESSION: Query = Query {

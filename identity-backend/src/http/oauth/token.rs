@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::db::{Conn, Query};
+use crate::domain::audit::{self, Action};
+use crate::domain::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
+use crate::domain::revocation;
+use crate::domain::security::token::{self, new_id, TokenKind};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
-use crate::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
-use crate::security::token::{self, new_id, TokenKind};
-use crate::sessions::verify_password;
-use crate::{revocation, SharedState};
+use crate::http::sessions::verify_password;
+use crate::storage::{Conn, Query};
+use crate::SharedState;
 
 /// A new issuance and its audit entry in one statement: one round trip and one commit
 /// (the hot path of token issuance), and never a token without its audit entry.
@@ -117,7 +118,7 @@ pub async fn token(State(state): State<SharedState>, ctx: RequestContext, header
     let grant_type = form.require("grant_type")?.to_string();
     let conn = state.db.conn().await?;
     let client = authenticate_client(&conn, &headers, &form).await?;
-    if !crate::oauth::SUPPORTED_GRANTS.contains(&grant_type.as_str()) {
+    if !crate::domain::oauth::SUPPORTED_GRANTS.contains(&grant_type.as_str()) {
         return Err(ApiError::UnsupportedGrantType(format!("grant_type {grant_type:?} is not supported")));
     }
     if !client.allows_grant(&grant_type) {

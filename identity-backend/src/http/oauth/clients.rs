@@ -11,15 +11,15 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::{self, Action};
-use crate::auth::Admin;
-use crate::db::Query;
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::Admin;
+use crate::domain::oauth::SUPPORTED_GRANTS;
+use crate::domain::revocation;
+use crate::domain::security::token::{self, new_id, TokenKind};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, RequestContext};
-use crate::oauth::SUPPORTED_GRANTS;
-use crate::revocation;
-use crate::security::token::{self, new_id, TokenKind};
-use crate::users::caller_label;
+use crate::http::users::caller_label;
+use crate::storage::Query;
 use crate::SharedState;
 
 const INSERT_CLIENT: Query = Query {

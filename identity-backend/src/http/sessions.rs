@@ -11,19 +11,21 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::auth::{find_session, note_user, Authenticated, Caller};
-use crate::db::{Conn, Query};
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::{find_session, note_user, Authenticated, Caller};
 use crate::error::{ApiError, ApiResult};
+use crate::storage::{Conn, Query};
 use quantaid_protocol::credential::presented_credential;
 use quantaid_protocol::wire::SessionView;
 
+use crate::domain::revocation;
+use crate::domain::security::token::{self, new_id, TokenKind};
+use crate::domain::throttle::{self, LoginKeys};
 use crate::http::extract::{JsonBody, OptionalJsonBody, RequestContext};
+use crate::http::mfa::{TotpAttempt, TotpRefusal};
 use crate::http::no_store;
-use crate::mfa::{TotpAttempt, TotpRefusal};
-use crate::security::token::{self, new_id, TokenKind};
-use crate::throttle::{self, LoginKeys};
-use crate::{mfa, revocation, users, SharedState};
+use crate::http::{mfa, users};
+use crate::SharedState;
 
 pub const USER_BY_USERNAME: Query =
     Query { name: "user_by_username", sql: "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE username = $1" };

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::ThrottleConfig;
-use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
+use crate::storage::{Conn, Query};
 
 pub struct LoginKeys {
     account: String,

@@ -1,17 +1,12 @@
-//! OAuth 2.0: clients, the token endpoint, introspection, revocation, metadata and
-//! userinfo.
-
-pub mod clients;
-pub mod introspect;
-pub mod token;
+//! OAuth 2.0 clients: who may use which grant and scope, and client authentication.
 
 use axum::http::HeaderMap;
 use quantaid_protocol::oauth_form::{presented_client, PresentedClient};
 
-use crate::db::{Conn, Query};
+use crate::domain::security::token as tokens;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::FormBody;
-use crate::security::token as tokens;
+use crate::storage::{Conn, Query};
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_PASSWORD: &str = "password";

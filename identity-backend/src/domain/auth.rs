@@ -10,10 +10,10 @@ use uuid::Uuid;
 use quantaid_protocol::access::Principal;
 use quantaid_protocol::credential::presented_credential;
 
-use crate::db::{Conn, Query};
+use crate::domain::security::token::{self, TokenKind};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::check_same_origin;
-use crate::security::token::{self, TokenKind};
+use crate::storage::{Conn, Query};
 use crate::SharedState;
 
 #[derive(Clone, Debug)]

@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::audit::{self, decode_cursor, encode_cursor, Action};
-use crate::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller};
-use crate::db::Query;
+use crate::domain::audit::{self, decode_cursor, encode_cursor, Action};
+use crate::domain::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller};
+use crate::domain::revocation;
+use crate::domain::security::password::check_policy;
+use crate::domain::security::token::new_id;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, QueryParams, RequestContext};
-use crate::revocation;
-use crate::security::password::check_policy;
-use crate::security::token::new_id;
+use crate::storage::Query;
 use crate::SharedState;
 
 pub const INSERT_USER: Query = Query {

@@ -15,15 +15,16 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::auth::{note_user, require_recent_auth, Authenticated, Caller, Session};
-use crate::db::{Conn, Query};
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::{note_user, require_recent_auth, Authenticated, Caller, Session};
+use crate::domain::revocation;
+use crate::domain::security::totp;
+use crate::domain::throttle::{self, LoginKeys};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{parse_id, JsonBody, RequestContext};
-use crate::security::totp;
-use crate::throttle::{self, LoginKeys};
-use crate::users::caller_label;
-use crate::{revocation, SharedState};
+use crate::http::users::caller_label;
+use crate::storage::{Conn, Query};
+use crate::SharedState;
 
 const TOTP_STATE: Query = Query {
     name: "totp_state",

@@ -12,10 +12,10 @@ use quantaid_protocol::snapshot::SnapshotWriter;
 use serde::Deserialize;
 use tokio_postgres::IsolationLevel;
 
+use crate::domain::security::token;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, QueryParams};
-use crate::oauth::introspect::introspection;
-use crate::security::token;
+use crate::http::oauth::introspect::introspection;
 use crate::SharedState;
 
 fn require_internal(state: &SharedState, headers: &HeaderMap) -> ApiResult<()> {

@@ -16,9 +16,9 @@ use quantaid_runtime::redis_target::RedisTarget;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
-use crate::db::{Conn, Db, Query};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::storage::{Conn, Db, Query};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
