@@ -1,29 +1,31 @@
-//! The API router, the operations endpoints and the two listeners.
+//! The HTTP layer: the route table and the router built from it, the listeners, and
+//! (in `http/`) one module of handlers per resource, the extractors and the middleware.
+//! Handlers call the domain rules (`domain/`) and storage (`storage/`), and every
+//! failure leaves as an `ApiError` (`error.rs`).
 
-pub mod extract;
+mod audit;
+mod extract;
 mod internal;
 mod mfa;
-pub mod middleware;
-pub mod oauth;
-pub mod sessions;
+mod middleware;
+mod oauth;
+mod ops;
+mod sessions;
 mod users;
 
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::handler::Handler;
-use axum::http::{header, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::Method;
 use axum::routing::{self, get, MethodRouter};
-use axum::{Json, Router};
+use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::json;
 use tower::ServiceExt;
 
-use crate::domain::audit;
 use crate::error::ApiError;
-use crate::http::oauth::{clients, introspect, token};
+use crate::http::oauth::{clients, introspect, metadata, revoke, token};
 use crate::SharedState;
 
 /// One route of the API: the method and path template it is served under, and its
@@ -54,8 +56,8 @@ impl ApiRoute {
 /// that tests compare with docs/openapi.json is the router itself.
 fn api_routes() -> Vec<ApiRoute> {
     vec![
-        ApiRoute::get("/health", health),
-        ApiRoute::get("/ready", ready),
+        ApiRoute::get("/health", ops::health),
+        ApiRoute::get("/ready", ops::ready),
         ApiRoute::post("/v1/users", users::create),
         ApiRoute::get("/v1/users", users::list),
         ApiRoute::get("/v1/users/{id}", users::get),
@@ -77,9 +79,9 @@ fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::post("/v1/clients/{id}/secret", clients::rotate_secret),
         ApiRoute::post("/oauth/token", token::token),
         ApiRoute::post("/oauth/introspect", introspect::introspect),
-        ApiRoute::post("/oauth/revoke", introspect::revoke),
-        ApiRoute::get("/.well-known/oauth-authorization-server", introspect::metadata),
-        ApiRoute::get("/v1/userinfo", introspect::userinfo),
+        ApiRoute::post("/oauth/revoke", revoke::revoke),
+        ApiRoute::get("/.well-known/oauth-authorization-server", metadata::metadata),
+        ApiRoute::get("/v1/userinfo", metadata::userinfo),
         ApiRoute::get("/v1/audit-logs", audit::list),
         ApiRoute::get("/internal/v1/bloom-snapshot", internal::bloom_snapshot),
         ApiRoute::post("/internal/v1/introspect", internal::introspect),
@@ -108,33 +110,17 @@ pub fn api_router(state: SharedState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) })
         // Inside `observe`, so that metrics and logs see the status the client gets.
-        .layer(axum::middleware::from_fn(crate::domain::invalidation::acknowledge_only_published))
+        .layer(axum::middleware::from_fn(middleware::acknowledge_only_published))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .layer(axum::middleware::from_fn(middleware::run_to_completion))
         .with_state(state)
 }
 
-/// Liveness: answers without touching any dependency.
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
-}
-
-/// Readiness: Postgres is reachable through the pool.
-async fn ready(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.db.ping().await?;
-    Ok(Json(json!({"status": "ready"})))
-}
-
 pub fn metrics_router(state: SharedState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NotFound("only /metrics is served here") })
         .with_state(state)
-}
-
-async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
-    state.db.update_pool_gauges();
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// How many connections the kernel may hold for the backend before it accepts them

@@ -1,14 +1,22 @@
 //! QuantaID identity backend: the system of record behind the caching proxy.
+//!
+//! Three layers, one folder each: `http/` (routes, handlers, extractors, middleware),
+//! `domain/` (the rules) and `storage/` (the pool, migrations, named queries and typed
+//! rows). Storage returns its own `StorageError`, mapped to an HTTP answer once, in
+//! `error.rs` (docs/design.md, "Backend layout").
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
-pub mod domain;
-pub mod error;
+mod domain;
+mod error;
 pub mod http;
-pub mod metrics;
+mod metrics;
 pub mod storage;
+
+/// Token formats and TOTP, for the integration tests.
+pub use domain::security;
 
 /// The JSON log format and trace context, shared with the proxy.
 pub use quantaid_runtime::telemetry;

@@ -1,7 +1,5 @@
-//! TOTP: enrolment (a user's own, recently authenticated session asks for a secret,
-//! then proves it with a code), removal, and the one way every TOTP code is checked.
-
-use std::net::IpAddr;
+//! TOTP enrolment (a user's own, recently authenticated session asks for a secret, then
+//! proves it with a code) and removal. Codes are checked in `domain/mfa.rs`.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -13,56 +11,16 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::domain::audit::{self, Action};
-use crate::domain::auth::{note_user, require_recent_auth, Authenticated, Caller, Session};
+use crate::domain::auth::{note_user, require_recent_auth, Caller, Session};
 use crate::domain::revocation;
 use crate::domain::security::totp;
-use crate::domain::throttle::{self, LoginKeys};
+use crate::domain::users::caller_label;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{parse_id, JsonBody, RequestContext};
-use crate::http::users::caller_label;
-use crate::storage::{Conn, Query};
+use crate::http::extract::{parse_id, Authenticated, JsonBody, RequestContext};
+use crate::storage::totp::{TOTP_CONFIRM, TOTP_PENDING_SECRET, TOTP_REMOVE, TOTP_STATE, TOTP_UPSERT_PENDING};
 use crate::SharedState;
-
-const TOTP_STATE: Query = Query {
-    name: "totp_state",
-    sql: "SELECT u.username, t.confirmed FROM users u LEFT JOIN user_totp t ON t.user_id = u.id WHERE u.id = $1",
-};
-const TOTP_UPSERT_PENDING: Query = Query {
-    name: "totp_upsert_pending",
-    sql: "INSERT INTO user_totp (user_id, secret, confirmed, last_used_step, created_at) VALUES ($1, $2, false, 0, $3)
-          ON CONFLICT (user_id) DO UPDATE SET secret = EXCLUDED.secret, last_used_step = 0, created_at = EXCLUDED.created_at
-          WHERE NOT user_totp.confirmed",
-};
-const TOTP_PENDING_SECRET: Query =
-    Query { name: "totp_pending_secret", sql: "SELECT secret, last_used_step FROM user_totp WHERE user_id = $1 AND NOT confirmed" };
-/// Confirms enrolment and records the step used, so the confirming code cannot be
-/// replayed for a login.
-const TOTP_CONFIRM: Query = Query {
-    name: "totp_confirm",
-    sql: "WITH t AS (
-              UPDATE user_totp SET confirmed = true, last_used_step = $2
-              WHERE user_id = $1 AND NOT confirmed AND last_used_step < $2 RETURNING user_id)
-          UPDATE users u SET mfa_enabled = true, updated_at = $3 FROM t WHERE u.id = t.user_id RETURNING u.id",
-};
-
-const TOTP_SECRET: Query = Query {
-    name: "totp_secret",
-    sql: "SELECT t.secret, t.last_used_step FROM user_totp t JOIN users u ON u.id = t.user_id
-          WHERE t.user_id = $1 AND t.confirmed AND NOT u.disabled",
-};
-/// Records the step of a code used outside a login, so it cannot be used again.
-const TOTP_USE_STEP: Query = Query {
-    name: "totp_use_step",
-    sql: "UPDATE user_totp SET last_used_step = $2 WHERE user_id = $1 AND confirmed AND last_used_step < $2 RETURNING user_id",
-};
-const TOTP_REMOVE: Query = Query {
-    name: "totp_remove",
-    sql: "WITH t AS (DELETE FROM user_totp WHERE user_id = $1 RETURNING user_id)
-          UPDATE users u SET mfa_enabled = false, updated_at = $2 FROM t WHERE u.id = t.user_id RETURNING u.id",
-};
 
 /// Only the user's own session may enrol or confirm that user's MFA.
 fn own_session(caller: Caller, raw_id: &str) -> ApiResult<(uuid::Uuid, Session)> {
@@ -76,89 +34,14 @@ fn own_session(caller: Caller, raw_id: &str) -> ApiResult<(uuid::Uuid, Session)>
     }
 }
 
-/// A TOTP code being checked for a user: counted against the MFA throttle before the
-/// code is looked at (see `throttle.rs`), then settled with [`TotpAttempt::finish`].
-pub struct TotpAttempt {
-    keys: LoginKeys,
-    user_id: Uuid,
-    pub secret: Vec<u8>,
-    pub last_used_step: i64,
-}
-
-/// Why a code was not checked.
-pub enum TotpRefusal {
-    /// No confirmed TOTP (or the user is disabled): a plain failure.
-    NotEnrolled,
-    Throttled(ApiError),
-}
-
-impl TotpAttempt {
-    /// Counts one attempt for `user_id` from `ip` across every challenge and
-    /// re-authentication; past the budget it is refused (`429`, audited once per
-    /// window, visible to the owner as `mfa.throttled`).
-    pub async fn begin(state: &SharedState, conn: &Conn<'_>, user_id: Uuid, ip: IpAddr) -> ApiResult<Result<Self, TotpRefusal>> {
-        let keys = LoginKeys::mfa(user_id, ip);
-        let now = Utc::now();
-        if let throttle::Attempt::Refused { retry_after_secs, first } =
-            throttle::count_attempt(conn, &state.config.mfa_throttle, &keys, now).await?
-        {
-            if first {
-                let details = json!({"window_secs": state.config.mfa_throttle.window.num_seconds()});
-                audit::record(conn, Some(user_id), Action::MfaThrottled, ip, details).await?;
-                tracing::warn!("MFA attempts throttled");
-            }
-            state.metrics.mfa_verifications.with_label_values(&["throttled"]).inc();
-            return Ok(Err(TotpRefusal::Throttled(ApiError::TooManyAttempts { retry_after_secs })));
-        }
-        let Some(row) = conn.query_opt(&TOTP_SECRET, &[&user_id]).await? else {
-            state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
-            return Ok(Err(TotpRefusal::NotEnrolled));
-        };
-        Ok(Ok(TotpAttempt { keys, user_id, secret: row.get(0), last_used_step: row.get(1) }))
-    }
-
-    /// The step `code` matches now, if it is right and not a replay.
-    pub fn matching_step(&self, code: &str) -> Option<i64> {
-        let unix = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-        totp::verify(&self.secret, code.trim(), unix, u64::try_from(self.last_used_step).unwrap_or(0)).map(|s| s as i64)
-    }
-
-    /// A wrong code is audited (`mfa.failure`); a right one clears the account's count.
-    pub async fn finish(self, state: &SharedState, conn: &Conn<'_>, ip: IpAddr, ok: bool) -> ApiResult<()> {
-        let result = if ok { "success" } else { "failure" };
-        state.metrics.mfa_verifications.with_label_values(&[result]).inc();
-        if ok {
-            throttle::attempt_succeeded(conn, &self.keys).await
-        } else {
-            audit::record(conn, Some(self.user_id), Action::MfaFailure, ip, json!({"reason": "wrong_code"})).await
-        }
-    }
-}
-
-/// Checks a TOTP code outside a login (re-authentication): throttled, and its step is
-/// used up like a login's. `Ok(false)` for a wrong code.
-pub async fn check_code(state: &SharedState, conn: &Conn<'_>, user_id: Uuid, code: &str, ip: IpAddr) -> ApiResult<bool> {
-    let attempt = match TotpAttempt::begin(state, conn, user_id, ip).await? {
-        Ok(attempt) => attempt,
-        Err(TotpRefusal::Throttled(e)) => return Err(e),
-        Err(TotpRefusal::NotEnrolled) => return Ok(false),
-    };
-    let ok = match attempt.matching_step(code) {
-        Some(step) => conn.query_opt(&TOTP_USE_STEP, &[&user_id, &step]).await?.is_some(),
-        None => false,
-    };
-    attempt.finish(state, conn, ip, ok).await?;
-    Ok(ok)
-}
-
 /// `POST /v1/users/{id}/mfa/totp`: a new (pending) TOTP secret.
 pub async fn enroll(State(state): State<SharedState>, Authenticated(caller): Authenticated, Path(id): Path<String>) -> ApiResult<Response> {
     let (user_id, session) = own_session(caller, &id)?;
     require_recent_auth(&state, &session)?;
     let conn = state.db.conn().await?;
     let row = conn.query_opt(&TOTP_STATE, &[&user_id]).await?.ok_or(ApiError::NotFound("no such user"))?;
-    let username: String = row.get(0);
-    if row.get::<_, Option<bool>>(1) == Some(true) {
+    let username = row.username;
+    if row.confirmed == Some(true) {
         return Err(ApiError::Conflict("TOTP is already enabled for this user"));
     }
     let mut secret = [0u8; totp::SECRET_LEN];
@@ -191,7 +74,7 @@ pub async fn confirm(
     let conn = state.db.conn().await?;
     let row =
         conn.query_opt(&TOTP_PENDING_SECRET, &[&user_id]).await?.ok_or(ApiError::Conflict("no pending TOTP enrolment; start one first"))?;
-    let (secret, last_used): (Vec<u8>, i64) = (row.get(0), row.get(1));
+    let (secret, last_used) = (row.secret, row.last_used_step);
     let now = Utc::now();
     let unix = u64::try_from(now.timestamp()).unwrap_or(0);
     let step = totp::verify(&secret, body.code.trim(), unix, u64::try_from(last_used).unwrap_or(0));

@@ -3,4 +3,6 @@
 
 pub mod clients;
 pub mod introspect;
+pub mod metadata;
+pub mod revoke;
 pub mod token;

@@ -158,7 +158,7 @@ async fn unknown_routes_methods_and_ids() {
 /// answer is `400 invalid_request`, or the endpoint's own error.
 #[tokio::test]
 async fn nul_bytes_are_refused_before_sql() {
-    use quantaid_backend::domain::security::token::{generate, TokenKind};
+    use quantaid_backend::security::token::{generate, TokenKind};
     let app = TestApp::start().await;
     app.create_user("alice").await;
     let client = app.create_client(&["client_credentials", "password"], &["read"]).await;

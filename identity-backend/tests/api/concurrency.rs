@@ -60,7 +60,7 @@ async fn concurrent_creation_of_one_username() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_mfa_verification_of_one_challenge_yields_one_session() {
-    use quantaid_backend::domain::security::totp;
+    use quantaid_backend::security::totp;
     let app = TestApp::start().await;
     let id = app.create_user("alice").await;
     let session = app.login("alice", PASSWORD).await;

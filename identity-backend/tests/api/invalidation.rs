@@ -126,7 +126,7 @@ async fn bloom_snapshot_lists_live_keys_only_and_needs_the_internal_token() {
         records.push((kind, rest[2..2 + len].to_vec()));
         rest = &rest[2 + len..];
     }
-    let digest = |t: &str| quantaid_backend::domain::security::token::digest(t);
+    let digest = |t: &str| quantaid_backend::security::token::digest(t);
     assert!(records.contains(&(1, digest(&live))));
     assert!(!records.contains(&(1, digest(&dead))), "revoked sessions are left out");
     assert!(records.contains(&(3, uuid::Uuid::parse_str(&id).unwrap().as_bytes().to_vec())));

@@ -1,5 +1,5 @@
 use data_encoding_lite::decode_base32;
-use quantaid_backend::domain::security::totp;
+use quantaid_backend::security::totp;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

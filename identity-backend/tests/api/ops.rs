@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use quantaid_backend::config;
-use quantaid_backend::domain::security::token::{self, TokenKind};
+use quantaid_backend::security::token::{self, TokenKind};
 use quantaid_testkit::{free_port, Postgres};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -10,43 +10,15 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::domain::audit::{self, Action};
-use crate::domain::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN};
+use crate::domain::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN, SUPPORTED_GRANTS};
 use crate::domain::revocation;
 use crate::domain::security::token::{self, new_id, TokenKind};
+use crate::domain::sessions::verify_password;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
-use crate::http::sessions::verify_password;
-use crate::storage::{Conn, Query};
+use crate::storage::tokens::{RefreshTokenRow, INSERT_TOKEN_AND_AUDIT, REFRESH_BY_DIGEST, ROTATE};
+use crate::storage::Conn;
 use crate::SharedState;
-
-/// A new issuance and its audit entry in one statement: one round trip and one commit
-/// (the hot path of token issuance), and never a token without its audit entry.
-const INSERT_TOKEN_AND_AUDIT: Query = Query {
-    name: "token_insert_audited",
-    sql: "WITH issued AS (
-              INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
-                                        created_at, expires_at, refresh_expires_at)
-              VALUES ($1, $2, $3, $1, $4, $5, $6, $7, $8, $9, $10))
-          INSERT INTO audit_logs (id, user_id, action, ip_address, details, created_at)
-          VALUES ($11, $5, $12, $13, $14, $8)",
-};
-pub const REFRESH_BY_DIGEST: Query = Query {
-    name: "refresh_token_by_digest",
-    sql: "SELECT id, family_id, client_id, user_id, scope, refresh_expires_at, refresh_rotated_at, revoked
-          FROM oauth_tokens WHERE refresh_token = $1",
-};
-/// Marks the old refresh token used and inserts its successor in one statement, so two
-/// racing uses cannot both succeed and a failure cannot lose the chain.
-const ROTATE: Query = Query {
-    name: "refresh_token_rotate",
-    sql: "WITH old AS (
-              UPDATE oauth_tokens SET refresh_rotated_at = $8
-              WHERE id = $1 AND refresh_rotated_at IS NULL AND NOT revoked RETURNING family_id, client_id, user_id)
-          INSERT INTO oauth_tokens (id, access_token, refresh_token, family_id, client_id, user_id, scope, grant_type,
-                                    created_at, expires_at, refresh_expires_at)
-          SELECT $2, $3, $4, old.family_id, old.client_id, old.user_id, $5, 'refresh_token', $8, $6, $7 FROM old
-          RETURNING id",
-};
 
 struct Issued {
     access_token: String,
@@ -117,8 +89,8 @@ async fn issue_new(
 pub async fn token(State(state): State<SharedState>, ctx: RequestContext, headers: HeaderMap, form: FormBody) -> ApiResult<Response> {
     let grant_type = form.require("grant_type")?.to_string();
     let conn = state.db.conn().await?;
-    let client = authenticate_client(&conn, &headers, &form).await?;
-    if !crate::domain::oauth::SUPPORTED_GRANTS.contains(&grant_type.as_str()) {
+    let client = authenticate_client(&conn, &headers, &form.0).await?;
+    if !SUPPORTED_GRANTS.contains(&grant_type.as_str()) {
         return Err(ApiError::UnsupportedGrantType(format!("grant_type {grant_type:?} is not supported")));
     }
     if !client.allows_grant(&grant_type) {
@@ -193,9 +165,16 @@ async fn refresh(
     }
     let now = Utc::now();
     let row = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await?.ok_or(invalid)?;
-    let (id, family_id, owner, user_id, scope): (Uuid, Uuid, String, Option<Uuid>, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let (expires_at, rotated_at, revoked): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, bool) = (row.get(5), row.get(6), row.get(7));
+    let RefreshTokenRow {
+        id,
+        family_id,
+        client_id: owner,
+        user_id,
+        scope,
+        refresh_expires_at: expires_at,
+        refresh_rotated_at: rotated_at,
+        revoked,
+    } = row;
     if owner != client.client_id {
         return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
     }
