@@ -1,7 +1,7 @@
 //! The domain layer: the rules of the backend, between the HTTP layer (`http/`) and
 //! storage (`storage/`): who is calling, revocation and its cache invalidation,
-//! throttling, password and TOTP checks, OAuth client rules, the audit log and
-//! housekeeping.
+//! throttling, password and TOTP checks, OAuth clients and token issuance, the audit
+//! log and housekeeping.
 
 pub mod audit;
 pub mod auth;
@@ -13,4 +13,5 @@ pub mod revocation;
 pub mod security;
 pub mod sessions;
 pub mod throttle;
+pub mod tokens;
 pub mod users;

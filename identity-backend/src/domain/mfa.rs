@@ -14,6 +14,9 @@ use crate::storage::totp::{TOTP_SECRET, TOTP_USE_STEP};
 use crate::storage::Conn;
 use crate::SharedState;
 
+/// Codes that may be tried on one MFA challenge before it is void.
+pub const MFA_MAX_FAILURES: i32 = 5;
+
 /// A TOTP code being checked for a user: counted against the MFA throttle before the
 /// code is looked at (see `throttle.rs`), then settled with [`TotpAttempt::finish`].
 pub struct TotpAttempt {

@@ -1,4 +1,5 @@
-//! Sessions: checking a password (with throttling), and starting a session.
+//! Sessions: checking a password (throttled, audited, the same answer whether or not the
+//! user exists), and starting a session.
 
 use std::net::IpAddr;
 
@@ -15,9 +16,6 @@ use crate::storage::sessions::INSERT_SESSION;
 use crate::storage::users::USER_BY_USERNAME;
 use crate::storage::Conn;
 use crate::SharedState;
-
-/// Codes that may be tried on one MFA challenge before it is void.
-pub const MFA_MAX_FAILURES: i32 = 5;
 
 #[derive(Clone, Copy, Debug)]
 pub struct VerifiedUser {

@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use crate::domain::audit::{self, Action};
 use crate::domain::auth::{find_session, note_user, Caller};
-use crate::domain::mfa::{self, TotpAttempt, TotpRefusal};
+use crate::domain::mfa::{self, TotpAttempt, TotpRefusal, MFA_MAX_FAILURES};
 use crate::domain::revocation;
 use crate::domain::security::token::{self, TokenKind};
-use crate::domain::sessions::{start_session, verify_password, MFA_MAX_FAILURES};
+use crate::domain::sessions::{start_session, verify_password};
 use crate::domain::users::caller_label;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{Authenticated, JsonBody, OptionalJsonBody, RequestContext};

@@ -1,31 +1,19 @@
 //! `POST /oauth/token` (RFC 6749): `client_credentials`, `password` and
-//! `refresh_token`, with refresh-token rotation and reuse detection.
+//! `refresh_token`; issuance, rotation and reuse detection are in `domain/tokens.rs`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::domain::audit::{self, Action};
-use crate::domain::oauth::{authenticate_client, Client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN, SUPPORTED_GRANTS};
-use crate::domain::revocation;
-use crate::domain::security::token::{self, new_id, TokenKind};
+use crate::domain::oauth::{authenticate_client, GRANT_CLIENT_CREDENTIALS, GRANT_PASSWORD, GRANT_REFRESH_TOKEN, SUPPORTED_GRANTS};
 use crate::domain::sessions::verify_password;
+use crate::domain::tokens::{issue_details, issue_new, refresh, Issued};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{FormBody, RequestContext};
-use crate::storage::tokens::{RefreshTokenRow, INSERT_TOKEN_AND_AUDIT, REFRESH_BY_DIGEST, ROTATE};
-use crate::storage::Conn;
 use crate::SharedState;
-
-struct Issued {
-    access_token: String,
-    refresh_token: Option<String>,
-    scope: String,
-    expires_in: i64,
-}
 
 fn token_response(issued: Issued) -> Response {
     let mut body = json!({
@@ -42,47 +30,6 @@ fn token_response(issued: Issued) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
-}
-
-/// Inserts a new issuance (a new token family) with its audit entry.
-#[allow(clippy::too_many_arguments)]
-async fn issue_new(
-    state: &SharedState,
-    conn: &Conn<'_>,
-    client: &Client,
-    user_id: Option<Uuid>,
-    scope: String,
-    grant_type: &str,
-    with_refresh: bool,
-    ip: std::net::IpAddr,
-) -> ApiResult<Issued> {
-    let now = Utc::now();
-    let access = token::generate(TokenKind::Access, now);
-    let refresh = with_refresh.then(|| token::generate(TokenKind::Refresh, now));
-    let expires_at = now + state.config.access_token_ttl;
-    let refresh_expires_at: Option<DateTime<Utc>> = refresh.as_ref().map(|_| now + state.config.refresh_token_ttl);
-    let id = new_id(now); // also the family's id: a new family is named after its first issuance
-    conn.execute(
-        &INSERT_TOKEN_AND_AUDIT,
-        &[
-            &id,
-            &token::digest(&access),
-            &refresh.as_deref().map(token::digest),
-            &client.client_id,
-            &user_id,
-            &scope,
-            &grant_type,
-            &now,
-            &expires_at,
-            &refresh_expires_at,
-            &new_id(now),
-            &Action::TokenIssue.as_str(),
-            &ip,
-            &issue_details(client, grant_type),
-        ],
-    )
-    .await?;
-    Ok(Issued { access_token: access, refresh_token: refresh, scope, expires_in: (expires_at - now).num_seconds() })
 }
 
 /// `POST /oauth/token`.
@@ -118,7 +65,8 @@ pub async fn token(State(state): State<SharedState>, ctx: RequestContext, header
             issue_new(&state, &conn, &client, Some(user.id), scope, GRANT_PASSWORD, with_refresh, ctx.client_ip).await?
         }
         _ => {
-            let (issued, user_id) = refresh(&state, &conn, &client, &form, ctx.client_ip).await?;
+            let (issued, user_id) =
+                refresh(&state, &conn, &client, form.require("refresh_token")?, form.get("scope"), ctx.client_ip).await?;
             let details = issue_details(&client, &grant_type);
             audit::record(&conn, user_id, Action::TokenIssue, ctx.client_ip, details).await?;
             issued
@@ -126,92 +74,4 @@ pub async fn token(State(state): State<SharedState>, ctx: RequestContext, header
     };
     state.metrics.tokens_issued.with_label_values(&[grant_type.as_str()]).inc();
     Ok(token_response(issued))
-}
-
-/// The audit details of an issuance (never the token itself).
-fn issue_details(client: &Client, grant_type: &str) -> serde_json::Value {
-    json!({"client_id": client.client_id, "grant_type": grant_type})
-}
-
-/// A rotated refresh token came back: one of its holders is not the legitimate client,
-/// so the whole family is revoked.
-async fn reuse_detected(
-    state: &SharedState,
-    conn: &Conn<'_>,
-    family_id: Uuid,
-    user_id: Option<Uuid>,
-    client_id: &str,
-    ip: std::net::IpAddr,
-) -> ApiResult<(Issued, Option<Uuid>)> {
-    let revoked = revocation::revoke_family(state, conn, family_id).await?;
-    tracing::warn!(family = %family_id, revoked, "refresh token reuse detected; token family revoked");
-    audit::record(conn, user_id, Action::RefreshTokenReuse, ip, json!({"client_id": client_id, "revoked": revoked})).await?;
-    Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"))
-}
-
-/// The `refresh_token` grant: rotate on every use; a second use of a rotated token
-/// revokes the whole family, since one of its holders is not the legitimate client.
-async fn refresh(
-    state: &SharedState,
-    conn: &Conn<'_>,
-    client: &Client,
-    form: &FormBody,
-    ip: std::net::IpAddr,
-) -> ApiResult<(Issued, Option<Uuid>)> {
-    let presented = form.require("refresh_token")?;
-    let invalid = ApiError::InvalidGrant("the refresh token is invalid, expired or revoked");
-    if token::parse_kind(presented, TokenKind::Refresh).is_none() {
-        return Err(invalid);
-    }
-    let now = Utc::now();
-    let row = conn.query_opt(&REFRESH_BY_DIGEST, &[&token::digest(presented)]).await?.ok_or(invalid)?;
-    let RefreshTokenRow {
-        id,
-        family_id,
-        client_id: owner,
-        user_id,
-        scope,
-        refresh_expires_at: expires_at,
-        refresh_rotated_at: rotated_at,
-        revoked,
-    } = row;
-    if owner != client.client_id {
-        return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
-    }
-    if rotated_at.is_some() && !revoked {
-        return reuse_detected(state, conn, family_id, user_id, &owner, ip).await;
-    }
-    if revoked || expires_at.is_none_or(|e| e <= now) {
-        return Err(ApiError::InvalidGrant("the refresh token is invalid, expired or revoked"));
-    }
-    // A refresh may narrow the scope, never widen it (RFC 6749 §6).
-    let granted: Vec<&str> = scope.split(' ').collect();
-    let scope = match form.get("scope") {
-        None => scope.clone(),
-        Some(requested) => {
-            let mut wanted: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
-            wanted.sort_unstable();
-            wanted.dedup();
-            if wanted.iter().any(|s| !granted.contains(s)) {
-                return Err(ApiError::InvalidScope("a refresh cannot widen the granted scope".into()));
-            }
-            wanted.join(" ")
-        }
-    };
-    let access = token::generate(TokenKind::Access, now);
-    let next_refresh = token::generate(TokenKind::Refresh, now);
-    let expires_at = now + state.config.access_token_ttl;
-    let refresh_expires_at = now + state.config.refresh_token_ttl;
-    let rotated = conn
-        .query_opt(
-            &ROTATE,
-            &[&id, &new_id(now), &token::digest(&access), &token::digest(&next_refresh), &scope, &expires_at, &refresh_expires_at, &now],
-        )
-        .await?;
-    if rotated.is_none() {
-        // Another request rotated it first: this is a second use of the same token.
-        return reuse_detected(state, conn, family_id, user_id, &owner, ip).await;
-    }
-    let issued = Issued { access_token: access, refresh_token: Some(next_refresh), scope, expires_in: (expires_at - now).num_seconds() };
-    Ok((issued, user_id))
 }
