@@ -1,4 +1,5 @@
-//! The backend's one domain error and its one HTTP mapping.
+//! The backend's one request error and its one HTTP mapping, shared by the HTTP layer
+//! and the domain rules; storage errors become one here, in one place.
 //!
 //! Every error leaves as `{"error": "<code>", "error_description": "<text>"}` (RFC 6749
 //! style); 429 and 503 carry `Retry-After`.
@@ -7,6 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use quantaid_protocol::wire::ErrorBody;
+
+use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -41,6 +44,9 @@ pub enum ApiError {
     /// Overload or a dependency fault: the client should retry, never treat it as a denial.
     #[error("{reason}")]
     Unavailable { reason: &'static str, retry_after_secs: u64 },
+    /// A genuine fault of the backend (a bug or a broken invariant), never a client's
+    /// mistake or an overload. Converted explicitly ([`ApiError::internal`]), so that no
+    /// stray `?` turns an error into a 500.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -50,6 +56,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     pub fn unavailable(reason: &'static str) -> Self {
         ApiError::Unavailable { reason, retry_after_secs: 1 }
+    }
+
+    /// A fault of the backend itself: `500 internal`, logged with its cause.
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(cause.into())
     }
 
     pub fn status(&self) -> StatusCode {
@@ -92,9 +103,21 @@ impl ApiError {
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        ApiError::Internal(e)
+/// The one mapping of storage errors: an unavailable database is `503` with
+/// `Retry-After` (invariant 7), a unique violation `409`, a NUL that got past the
+/// extractors `400`, and anything else a fault.
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(reason) => ApiError::unavailable(reason),
+            StorageError::Conflict(constraint) => ApiError::Conflict(match constraint.as_str() {
+                "idx_users_username" => "username is already taken",
+                "idx_users_email" => "email is already registered",
+                _ => "the resource already exists",
+            }),
+            StorageError::NulInText => ApiError::InvalidRequest("text must not contain NUL characters".into()),
+            StorageError::Other(cause) => ApiError::Internal(cause),
+        }
     }
 }
 

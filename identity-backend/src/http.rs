@@ -1,24 +1,33 @@
-//! The API router, the operations endpoints and the two listeners.
+//! The HTTP layer: the route table and the router built from it, the listeners, and
+//! (in `http/`) one module of handlers per resource, the extractors and the middleware.
+//! Handlers call the domain rules (`domain/`) and storage (`storage/`), and every
+//! failure leaves as an `ApiError` (`error.rs`).
 
-pub mod extract;
-pub mod middleware;
+mod audit;
+mod extract;
+mod internal;
+mod mfa;
+mod middleware;
+mod oauth;
+mod ops;
+mod sessions;
+mod users;
 
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::handler::Handler;
-use axum::http::{header, Method, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::Method;
 use axum::routing::{self, get, MethodRouter};
-use axum::{Json, Router};
+use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde_json::json;
+use quantaid_protocol::routes as paths;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
-use crate::oauth::{clients, introspect, token};
-use crate::{audit, internal, mfa, sessions, users, SharedState};
+use crate::http::oauth::{clients, introspect, metadata, revoke, token};
+use crate::SharedState;
 
 /// One route of the API: the method and path template it is served under, and its
 /// handler. The constructors pair the method with axum's routing function, so the two
@@ -45,38 +54,39 @@ impl ApiRoute {
 }
 
 /// The route table: `api_router` is built from it and `routes` lists it, so the list
-/// that tests compare with docs/openapi.json is the router itself.
+/// that tests compare with docs/openapi.json is the router itself. Its paths are the
+/// templates `quantaid_protocol::routes` names for both sidecars.
 fn api_routes() -> Vec<ApiRoute> {
     vec![
-        ApiRoute::get("/health", health),
-        ApiRoute::get("/ready", ready),
-        ApiRoute::post("/v1/users", users::create),
-        ApiRoute::get("/v1/users", users::list),
-        ApiRoute::get("/v1/users/{id}", users::get),
-        ApiRoute::patch("/v1/users/{id}", users::update),
-        ApiRoute::delete("/v1/users/{id}", users::delete),
-        ApiRoute::post("/v1/users/{id}/password", users::change_password),
-        ApiRoute::post("/v1/users/{id}/mfa/totp", mfa::enroll),
-        ApiRoute::delete("/v1/users/{id}/mfa/totp", mfa::remove),
-        ApiRoute::post("/v1/users/{id}/mfa/totp/confirm", mfa::confirm),
-        ApiRoute::post("/v1/auth/login", sessions::login),
-        ApiRoute::post("/v1/auth/mfa/verify", sessions::mfa_verify),
-        ApiRoute::get("/v1/auth/session", sessions::current),
-        ApiRoute::post("/v1/auth/logout", sessions::logout),
-        ApiRoute::post("/v1/auth/logout-all", sessions::logout_all),
-        ApiRoute::post("/v1/auth/reauthenticate", sessions::reauthenticate),
-        ApiRoute::post("/v1/clients", clients::create),
-        ApiRoute::patch("/v1/clients/{id}", clients::update),
-        ApiRoute::delete("/v1/clients/{id}", clients::delete),
-        ApiRoute::post("/v1/clients/{id}/secret", clients::rotate_secret),
-        ApiRoute::post("/oauth/token", token::token),
-        ApiRoute::post("/oauth/introspect", introspect::introspect),
-        ApiRoute::post("/oauth/revoke", introspect::revoke),
-        ApiRoute::get("/.well-known/oauth-authorization-server", introspect::metadata),
-        ApiRoute::get("/v1/userinfo", introspect::userinfo),
-        ApiRoute::get("/v1/audit-logs", audit::list),
-        ApiRoute::get("/internal/v1/bloom-snapshot", internal::bloom_snapshot),
-        ApiRoute::post("/internal/v1/introspect", internal::introspect),
+        ApiRoute::get(paths::HEALTH, ops::health),
+        ApiRoute::get(paths::READY, ops::ready),
+        ApiRoute::post(paths::USERS, users::create),
+        ApiRoute::get(paths::USERS, users::list),
+        ApiRoute::get(paths::USER, users::get),
+        ApiRoute::patch(paths::USER, users::update),
+        ApiRoute::delete(paths::USER, users::delete),
+        ApiRoute::post(paths::USER_PASSWORD, users::change_password),
+        ApiRoute::post(paths::USER_TOTP, mfa::enroll),
+        ApiRoute::delete(paths::USER_TOTP, mfa::remove),
+        ApiRoute::post(paths::USER_TOTP_CONFIRM, mfa::confirm),
+        ApiRoute::post(paths::LOGIN, sessions::login),
+        ApiRoute::post(paths::MFA_VERIFY, sessions::mfa_verify),
+        ApiRoute::get(paths::SESSION, sessions::current),
+        ApiRoute::post(paths::LOGOUT, sessions::logout),
+        ApiRoute::post(paths::LOGOUT_ALL, sessions::logout_all),
+        ApiRoute::post(paths::REAUTHENTICATE, sessions::reauthenticate),
+        ApiRoute::post(paths::CLIENTS, clients::create),
+        ApiRoute::patch(paths::CLIENT, clients::update),
+        ApiRoute::delete(paths::CLIENT, clients::delete),
+        ApiRoute::post(paths::CLIENT_SECRET, clients::rotate_secret),
+        ApiRoute::post(paths::TOKEN, token::token),
+        ApiRoute::post(paths::INTROSPECT, introspect::introspect),
+        ApiRoute::post(paths::REVOKE, revoke::revoke),
+        ApiRoute::get(paths::METADATA, metadata::metadata),
+        ApiRoute::get(paths::USERINFO, metadata::userinfo),
+        ApiRoute::get(paths::AUDIT_LOGS, audit::list),
+        ApiRoute::get(paths::INTERNAL_BLOOM_SNAPSHOT, internal::bloom_snapshot),
+        ApiRoute::post(paths::INTERNAL_INTROSPECT, internal::introspect),
     ]
 }
 
@@ -102,33 +112,17 @@ pub fn api_router(state: SharedState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) })
         // Inside `observe`, so that metrics and logs see the status the client gets.
-        .layer(axum::middleware::from_fn(crate::invalidation::acknowledge_only_published))
+        .layer(axum::middleware::from_fn(middleware::acknowledge_only_published))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .layer(axum::middleware::from_fn(middleware::run_to_completion))
         .with_state(state)
 }
 
-/// Liveness: answers without touching any dependency.
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
-}
-
-/// Readiness: Postgres is reachable through the pool.
-async fn ready(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
-    state.db.ping().await?;
-    Ok(Json(json!({"status": "ready"})))
-}
-
 pub fn metrics_router(state: SharedState) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::NotFound("only /metrics is served here") })
         .with_state(state)
-}
-
-async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
-    state.db.update_pool_gauges();
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 /// How many connections the kernel may hold for the backend before it accepts them

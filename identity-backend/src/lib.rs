@@ -1,25 +1,22 @@
 //! QuantaID identity backend: the system of record behind the caching proxy.
+//!
+//! Three layers, one folder each: `http/` (routes, handlers, extractors, middleware),
+//! `domain/` (the rules) and `storage/` (the pool, migrations, named queries and typed
+//! rows). Storage returns its own `StorageError`, mapped to an HTTP answer once, in
+//! `error.rs` (docs/design.md, "Backend layout").
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod audit;
-pub mod auth;
 pub mod config;
-pub mod db;
-pub mod error;
-pub mod housekeeping;
+mod domain;
+mod error;
 pub mod http;
-pub mod internal;
-pub mod invalidation;
-pub mod metrics;
-pub mod mfa;
-pub mod oauth;
-pub mod revocation;
-pub mod security;
-pub mod sessions;
-pub mod throttle;
-pub mod users;
+mod metrics;
+pub mod storage;
+
+/// Token formats and TOTP, for the integration tests.
+pub use domain::security;
 
 /// The JSON log format and trace context, shared with the proxy.
 pub use quantaid_runtime::telemetry;
@@ -31,10 +28,10 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::db::Db;
-use crate::invalidation::Invalidator;
+use crate::domain::invalidation::Invalidator;
+use crate::domain::security::password::PasswordHasher;
 use crate::metrics::Metrics;
-use crate::security::password::PasswordHasher;
+use crate::storage::Db;
 
 pub struct AppState {
     pub config: Config,
@@ -52,9 +49,10 @@ pub type SharedState = Arc<AppState>;
 
 /// Applies pending migrations over a dedicated connection.
 pub async fn migrate(config: &Config) -> anyhow::Result<usize> {
-    let (mut client, connection) = db::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
+    let (mut client, connection) =
+        storage::pg_config(&config.db).connect(tokio_postgres::NoTls).await.context("connecting to PostgreSQL")?;
     let driver = tokio::spawn(connection);
-    let applied = db::migrations::migrate(&mut client).await;
+    let applied = storage::migrations::migrate(&mut client).await;
     drop(client);
     let _ = driver.await;
     applied
@@ -78,14 +76,14 @@ pub async fn run(
         config.password_hash_queue,
         metrics.password_hash_rejections.clone(),
     )?;
-    let admin_token_digest = config.bootstrap_admin_token.as_deref().map(security::token::digest);
-    let internal_token_digest = config.internal_token.as_deref().map(security::token::digest);
+    let admin_token_digest = config.bootstrap_admin_token.as_deref().map(domain::security::token::digest);
+    let internal_token_digest = config.internal_token.as_deref().map(domain::security::token::digest);
     let redis = config.redis.target().map_err(anyhow::Error::msg)?;
     let invalidator = Invalidator::new(redis, config.redis_wait_replicas, config.redis.timeout, config.cache_max_ttl);
     let state = Arc::new(AppState { config, db, passwords, metrics, admin_token_digest, internal_token_digest, invalidator });
 
-    let housekeeping = tokio::spawn(housekeeping::run(state.clone()));
-    let outbox = tokio::spawn(invalidation::run_outbox(state.clone()));
+    let housekeeping = tokio::spawn(domain::housekeeping::run(state.clone()));
+    let outbox = tokio::spawn(domain::invalidation::run_outbox(state.clone()));
     let gauges = tokio::spawn(metrics::sample_database_gauges(state.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -9,7 +9,9 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec
 use quantaid_protocol::metrics::{method_label, status_label};
 use quantaid_runtime::process::ProcessCollector;
 
-use crate::db::Query;
+use crate::storage::outbox::COUNT_OUTBOX;
+use crate::storage::sessions::COUNT_ACTIVE_SESSIONS;
+use crate::storage::StorageError;
 use crate::SharedState;
 
 /// 100 µs to 10 s: resolves both cached-path and pathological latencies.
@@ -116,7 +118,7 @@ impl Metrics {
         for result in ["success", "failure"] {
             metrics.mfa_verifications.with_label_values(&[result]);
         }
-        for grant in crate::oauth::SUPPORTED_GRANTS {
+        for grant in crate::domain::oauth::SUPPORTED_GRANTS {
             metrics.tokens_issued.with_label_values(&[grant]);
         }
         for result in ["published", "deferred"] {
@@ -141,10 +143,6 @@ impl Metrics {
     }
 }
 
-const COUNT_ACTIVE_SESSIONS: Query =
-    Query { name: "session_count_active", sql: "SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > now()" };
-const COUNT_OUTBOX: Query = Query { name: "invalidation_outbox_count", sql: "SELECT count(*) FROM cache_invalidations" };
-
 /// How often the gauges that need a query are refreshed: often enough for a dashboard,
 /// rare enough that counting a large sessions table costs nothing that matters.
 const SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
@@ -157,9 +155,9 @@ pub async fn sample_database_gauges(state: SharedState) {
         tick.tick().await;
         let counted = async {
             let conn = state.db.conn().await?;
-            let sessions: i64 = conn.query_one(&COUNT_ACTIVE_SESSIONS, &[]).await?.get(0);
-            let pending: i64 = conn.query_one(&COUNT_OUTBOX, &[]).await?.get(0);
-            Ok::<_, crate::error::ApiError>((sessions, pending))
+            let sessions = conn.query_one(&COUNT_ACTIVE_SESSIONS, &[]).await?.count;
+            let pending = conn.query_one(&COUNT_OUTBOX, &[]).await?.count;
+            Ok::<_, StorageError>((sessions, pending))
         };
         match counted.await {
             Ok((sessions, pending)) => {

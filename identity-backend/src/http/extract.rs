@@ -18,13 +18,13 @@ use quantaid_protocol::credential::presented_credential;
 use quantaid_protocol::oauth_form::{content_type_is, Form, FORM_CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::domain::auth::{authenticate, require_admin, Caller};
+use crate::error::{ApiError, ApiResult};
 use crate::SharedState;
 
 /// Per-request facts the telemetry middleware establishes.
 #[derive(Clone, Debug)]
 pub struct RequestContext {
-    pub trace_id: String,
     pub client_ip: IpAddr,
 }
 
@@ -35,7 +35,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .extensions
             .get::<RequestContext>()
             .cloned()
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("request context middleware is not installed")))
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("request context middleware is not installed")))
     }
 }
 
@@ -184,6 +184,29 @@ pub fn check_same_origin(method: &axum::http::Method, headers: &HeaderMap, trust
         }
         (None, Some(site)) if !matches!(site, "same-origin" | "none") => Err(refused()),
         _ => Ok(()),
+    }
+}
+
+/// Extracts the authenticated caller. As a request-parts extractor it runs before any
+/// body extractor, so an unauthenticated request learns nothing about body validation.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<SharedState> for Authenticated {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
+        authenticate(state, &parts.headers).await.map(Authenticated)
+    }
+}
+
+/// Extracts a caller with admin rights (`401` without credentials, `403` without rights).
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<SharedState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
+        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
+        require_admin(state, &parts.headers).await.map(Admin)
     }
 }
 

@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
+use crate::domain::invalidation;
 use crate::error::ApiError;
 use crate::http::extract::RequestContext;
 use crate::telemetry::{continue_trace, new_trace_id, parse_traceparent};
@@ -41,7 +42,7 @@ pub async fn observe(
     let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let path = path.unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
-    req.extensions_mut().insert(RequestContext { trace_id: trace_id.clone(), client_ip });
+    req.extensions_mut().insert(RequestContext { client_ip });
 
     let span = tracing::info_span!("request", trace_id = %trace_id, ip_address = %client_ip, user_id = tracing::field::Empty);
     continue_trace(&span, &trace_id, parent_span.as_deref());
@@ -76,9 +77,22 @@ pub async fn run_to_completion(req: Request, next: Next) -> Response {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
-            ApiError::Internal(anyhow::anyhow!("request task failed: {e}")).into_response()
+            ApiError::internal(anyhow::anyhow!("request task failed: {e}")).into_response()
         }
     }
+}
+
+/// A request whose revocation committed but whose markers Redis did not take must not
+/// answer 2xx, since every proxy would still serve the old entry. It answers `503` +
+/// `Retry-After` instead; the change stays committed, the outbox keeps retrying, and a
+/// retry answers 2xx once every pending marker is in Redis (docs/caching.md, "When the
+/// markers cannot be written"). Handlers and their audit records are unchanged.
+pub async fn acknowledge_only_published(request: Request, next: Next) -> Response {
+    let (response, unpublished) = invalidation::tracking_unpublished(next.run(request)).await;
+    if response.status().is_success() && unpublished {
+        return ApiError::unavailable("the change is saved but not yet visible to every cache; retry").into_response();
+    }
+    response
 }
 
 #[cfg(test)]

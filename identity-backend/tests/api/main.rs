@@ -8,6 +8,7 @@ mod connections;
 mod docs;
 mod failover;
 mod invalidation;
+mod layers;
 mod metrics;
 mod mfa;
 mod oauth;

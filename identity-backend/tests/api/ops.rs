@@ -114,7 +114,7 @@ async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
         assert!(status.success(), "migrate is idempotent");
     }
     let versions: i64 = pg.connect(&db).await.unwrap().query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(versions as usize, quantaid_backend::db::migrations::MIGRATIONS.len());
+    assert_eq!(versions as usize, quantaid_backend::storage::migrations::MIGRATIONS.len());
 
     let (collector, exported) = otlp_collector().await;
     let mut child = Command::new(bin)

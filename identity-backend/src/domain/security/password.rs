@@ -64,13 +64,13 @@ impl PasswordHasher {
             self.rejections.inc();
             return Err(ApiError::unavailable("password verification is at capacity"));
         };
-        let _worker = self.workers.clone().acquire_owned().await.map_err(|e| ApiError::Internal(e.into()))?;
+        let _worker = self.workers.clone().acquire_owned().await.map_err(ApiError::internal)?;
         let argon2 = self.argon2.clone();
-        tokio::task::spawn_blocking(move || f(&argon2)).await.map_err(|e| ApiError::Internal(e.into()))
+        tokio::task::spawn_blocking(move || f(&argon2)).await.map_err(ApiError::internal)
     }
 
     pub async fn hash(&self, password: String) -> ApiResult<String> {
-        self.on_pool(move |a| hash_blocking(a, &password)).await?.map_err(ApiError::Internal)
+        self.on_pool(move |a| hash_blocking(a, &password)).await?.map_err(ApiError::internal)
     }
 
     /// Verifies `password` against `stored`, or against a dummy hash when there is no

@@ -1,5 +1,8 @@
-//! PostgreSQL access: a bounded `bb8` pool of `tokio-postgres` clients with a
-//! per-connection prepared-statement cache, and instrumented, time-bounded queries.
+//! The storage layer: PostgreSQL through a bounded `bb8` pool of `tokio-postgres`
+//! clients with a per-connection prepared-statement cache, and instrumented,
+//! time-bounded, named queries. Each query names the row type it returns, and each row
+//! type decodes itself by column name ([`FromRow`]). Storage answers with its own
+//! [`StorageError`], never an HTTP error; `error.rs` maps it to one, once.
 //!
 //! Invariant 7 (docs/design.md): waiting for a connection and running a statement are both bounded; past
 //! either bound the caller gets `503 temporarily_unavailable`, never a hang.
@@ -9,9 +12,22 @@
 //! them (a demoted or fenced primary) or stopped answering is dropped, so after a failover
 //! the pool refills from the new primary by itself (docs/chaos.md, `db-primary-kill`).
 
+// Public: the integration tests plan these queries and count the migrations.
+pub mod audit;
 pub mod migrations;
+pub mod tokens;
+pub mod users;
+
+pub(crate) mod clients;
+pub(crate) mod outbox;
+pub(crate) mod revocation;
+pub(crate) mod sessions;
+pub(crate) mod snapshot;
+pub(crate) mod throttle;
+pub(crate) mod totp;
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,13 +39,63 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, SimpleQueryMessage, Statement};
 
 use crate::config::DbConfig;
-use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 
-/// A named SQL statement; the name is the `query` label on the database metrics.
-pub struct Query {
+/// Why storage could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No connection could be had or kept, or the database did not answer in time: the
+    /// caller may retry (invariant 7).
+    #[error("{0}")]
+    Unavailable(&'static str),
+    /// A unique constraint refused the row; its name says which.
+    #[error("unique constraint {0:?} violated")]
+    Conflict(String),
+    /// Text with a NUL character reached the database, which cannot store it.
+    #[error("text must not contain NUL characters")]
+    NulInText,
+    /// Anything else: a fault of the query or of the database.
+    #[error(transparent)]
+    Other(anyhow::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A row type that reads its own columns, by name, from a result row.
+pub trait FromRow: Sized {
+    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error>;
+}
+
+/// For statements whose rows, if any, are only counted or looked for.
+impl FromRow for () {
+    fn from_row(_: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(())
+    }
+}
+
+/// `SELECT count(*) AS count ...`.
+pub struct Count {
+    pub count: i64,
+}
+
+impl FromRow for Count {
+    fn from_row(row: &Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Count { count: row.try_get("count")? })
+    }
+}
+
+/// A named SQL statement and the row type it returns; the name is the `query` label on
+/// the database metrics.
+pub struct Query<R = ()> {
     pub name: &'static str,
     pub sql: &'static str,
+    row: PhantomData<fn() -> R>,
+}
+
+impl<R> Query<R> {
+    pub const fn new(name: &'static str, sql: &'static str) -> Self {
+        Query { name, sql, row: PhantomData }
+    }
 }
 
 /// A pooled client plus the statements already prepared on it, so a hot query costs
@@ -99,7 +165,7 @@ impl ManageConnection for Manager {
         // server) is dropped instead.
         conn.broken.store(true, Ordering::Relaxed);
         let answer = conn.client.simple_query("SHOW transaction_read_only").await?;
-        let read_only = answer.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get(0) == Some("on")));
+        let read_only = answer.iter().any(|m| matches!(m, SimpleQueryMessage::Row(row) if row.get("transaction_read_only") == Some("on")));
         if read_only {
             return Err(ConnError::ReadOnly);
         }
@@ -171,16 +237,16 @@ impl Db {
     }
 
     /// Takes a connection, waiting at most the configured pool wait.
-    pub async fn conn(&self) -> ApiResult<Conn<'_>> {
+    pub async fn conn(&self) -> StorageResult<Conn<'_>> {
         match self.pool.get().await {
             Ok(conn) => Ok(Conn { conn, db: self }),
             Err(RunError::TimedOut) => {
                 self.metrics.db_pool_wait_timeouts.inc();
-                Err(ApiError::unavailable("no database connection became free in time"))
+                Err(StorageError::Unavailable("no database connection became free in time"))
             }
             Err(RunError::User(e)) => {
                 tracing::warn!(error = %e, "database connection failed");
-                Err(ApiError::unavailable("the database is unreachable"))
+                Err(StorageError::Unavailable("the database is unreachable"))
             }
         }
     }
@@ -194,9 +260,10 @@ impl Db {
     }
 
     /// Readiness: a connection can be had and answers.
-    pub async fn ping(&self) -> ApiResult<()> {
+    pub async fn ping(&self) -> StorageResult<()> {
+        const PING: Query = Query::new("ping", "SELECT 1");
         let conn = self.conn().await?;
-        conn.query_opt(&Query { name: "ping", sql: "SELECT 1" }, &[]).await.map(|_| ())
+        conn.query_opt(&PING, &[]).await.map(|_| ())
     }
 }
 
@@ -208,11 +275,11 @@ pub struct Conn<'a> {
 impl Conn<'_> {
     /// The raw client, for transactions (the caller bounds its own statements via the
     /// server-side `statement_timeout`).
-    pub fn client_mut(&mut self) -> &mut Client {
+    fn client_mut(&mut self) -> &mut Client {
         &mut self.conn.client
     }
 
-    async fn statement(&self, q: &Query) -> Result<Statement, tokio_postgres::Error> {
+    async fn statement<R>(&self, q: &Query<R>) -> Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.conn.statements.lock().unwrap_or_else(|p| p.into_inner()).get(q.name) {
             return Ok(s.clone());
         }
@@ -222,7 +289,11 @@ impl Conn<'_> {
     }
 
     /// Runs one database call with metrics and the client-side time bound.
-    async fn run<T>(&self, name: &'static str, work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>) -> ApiResult<T> {
+    async fn run<T>(
+        &self,
+        name: &'static str,
+        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> StorageResult<T> {
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.db.statement_bound, work).await;
         let m = &self.db.metrics;
@@ -240,55 +311,65 @@ impl Conn<'_> {
                 // Past the server's own timeout the server (or the path to it) is gone;
                 // the connection's state is unknown, so it is not reused.
                 self.conn.broken.store(true, Ordering::Relaxed);
-                Err(ApiError::unavailable("the database did not answer in time"))
+                Err(StorageError::Unavailable("the database did not answer in time"))
             }
         };
         m.db_queries.with_label_values(&[name, if result.is_ok() { "ok" } else { "error" }]).inc();
         result
     }
 
-    pub async fn query(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Vec<Row>> {
-        self.run(q.name, async { self.conn.client.query(&self.statement(q).await?, params).await }).await
+    pub async fn query<R: FromRow>(&self, q: &Query<R>, params: &[&(dyn ToSql + Sync)]) -> StorageResult<Vec<R>> {
+        let rows = self.run(q.name, async { self.conn.client.query(&self.statement(q).await?, params).await }).await?;
+        rows.iter().map(|row| decode(q.name, row)).collect()
     }
 
-    pub async fn query_opt(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Option<Row>> {
-        self.run(q.name, async { self.conn.client.query_opt(&self.statement(q).await?, params).await }).await
+    pub async fn query_opt<R: FromRow>(&self, q: &Query<R>, params: &[&(dyn ToSql + Sync)]) -> StorageResult<Option<R>> {
+        let row = self.run(q.name, async { self.conn.client.query_opt(&self.statement(q).await?, params).await }).await?;
+        row.as_ref().map(|row| decode(q.name, row)).transpose()
     }
 
-    pub async fn query_one(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Row> {
-        self.run(q.name, async { self.conn.client.query_one(&self.statement(q).await?, params).await }).await
+    pub async fn query_one<R: FromRow>(&self, q: &Query<R>, params: &[&(dyn ToSql + Sync)]) -> StorageResult<R> {
+        let row = self.run(q.name, async { self.conn.client.query_one(&self.statement(q).await?, params).await }).await?;
+        decode(q.name, &row)
     }
 
-    pub async fn execute(&self, q: &Query, params: &[&(dyn ToSql + Sync)]) -> ApiResult<u64> {
+    /// Runs a statement for its effect; returns how many rows it touched.
+    pub async fn execute<R>(&self, q: &Query<R>, params: &[&(dyn ToSql + Sync)]) -> StorageResult<u64> {
         self.run(q.name, async { self.conn.client.execute(&self.statement(q).await?, params).await }).await
     }
 
     /// For SQL assembled per request (the audit filters): planned with its real shape
     /// every time, so it is not cached.
-    pub async fn query_unprepared(&self, name: &'static str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> ApiResult<Vec<Row>> {
-        self.run(name, self.conn.client.query(sql, params)).await
+    pub async fn query_unprepared<R: FromRow>(
+        &self,
+        name: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> StorageResult<Vec<R>> {
+        let rows = self.run(name, self.conn.client.query(sql, params)).await?;
+        rows.iter().map(|row| decode(name, row)).collect()
     }
 }
 
-fn map_pg_error(query: &str, e: tokio_postgres::Error) -> ApiError {
+/// A row the query's own row type cannot read is a fault of the code, not of the database.
+fn decode<R: FromRow>(query: &str, row: &Row) -> StorageResult<R> {
+    R::from_row(row).map_err(|e| StorageError::Other(anyhow::Error::new(e).context(format!("decoding a row of query {query}"))))
+}
+
+fn map_pg_error(query: &str, e: tokio_postgres::Error) -> StorageError {
     match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => {
-            let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default();
-            ApiError::Conflict(match constraint {
-                "idx_users_username" => "username is already taken",
-                "idx_users_email" => "email is already registered",
-                _ => "the resource already exists",
-            })
+            StorageError::Conflict(e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default().to_string())
         }
         // A NUL in text: the extractors refuse it before any query (`http/extract.rs`);
         // should one slip through, it is still the client's bad input, not a 500.
         Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE => {
             tracing::warn!(query, "text with a NUL character reached the database");
-            ApiError::InvalidRequest("text must not contain NUL characters".into())
+            StorageError::NulInText
         }
         Some(c) if *c == SqlState::QUERY_CANCELED => {
             tracing::warn!(query, "statement timed out");
-            ApiError::unavailable("the database did not answer in time")
+            StorageError::Unavailable("the database did not answer in time")
         }
         Some(c)
             if *c == SqlState::TOO_MANY_CONNECTIONS
@@ -297,12 +378,12 @@ fn map_pg_error(query: &str, e: tokio_postgres::Error) -> ApiError {
                 || *c == SqlState::CANNOT_CONNECT_NOW
                 || *c == SqlState::LOCK_NOT_AVAILABLE =>
         {
-            ApiError::unavailable("the database is unavailable")
+            StorageError::Unavailable("the database is unavailable")
         }
         None if e.is_closed() || e.as_db_error().is_none() => {
             tracing::warn!(query, error = %e, "database connection error");
-            ApiError::unavailable("the database is unavailable")
+            StorageError::Unavailable("the database is unavailable")
         }
-        _ => ApiError::Internal(anyhow::Error::new(e).context(format!("query {query}"))),
+        _ => StorageError::Other(anyhow::Error::new(e).context(format!("query {query}"))),
     }
 }

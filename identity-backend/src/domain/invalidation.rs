@@ -16,9 +16,9 @@ use quantaid_runtime::redis_target::RedisTarget;
 use redis::aio::MultiplexedConnection;
 use uuid::Uuid;
 
-use crate::db::{Conn, Db, Query};
-use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::storage::outbox::{OutboxRow, OUTBOX_DELETE, OUTBOX_INSERT, OUTBOX_PENDING};
+use crate::storage::{Conn, Db, StorageResult};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
@@ -43,8 +43,9 @@ impl Invalidation {
         }
     }
 
-    fn from_row(kind: &str, key: String, value: i64) -> Option<Self> {
-        Some(match kind {
+    fn from_row(row: OutboxRow) -> Option<Self> {
+        let OutboxRow { kind, key, value, .. } = row;
+        Some(match kind.as_str() {
             "tombstone" => Invalidation::Tombstone(key),
             "revoked_before" => Invalidation::RevokedBefore { user_id: key.parse().ok()?, at_ms: value },
             "user_changed" => Invalidation::UserChanged(key.parse().ok()?),
@@ -54,34 +55,19 @@ impl Invalidation {
     }
 }
 
-const OUTBOX_INSERT: Query = Query {
-    name: "invalidation_outbox_insert",
-    sql: "INSERT INTO cache_invalidations (kind, key, value) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
-};
-const OUTBOX_PENDING: Query =
-    Query { name: "invalidation_outbox_pending", sql: "SELECT id, kind, key, value FROM cache_invalidations ORDER BY id LIMIT 500" };
-const OUTBOX_DELETE: Query = Query { name: "invalidation_outbox_delete", sql: "DELETE FROM cache_invalidations WHERE id = ANY($1)" };
-
 tokio::task_local! {
     /// Set for the current request when one of its invalidations went to the outbox
-    /// instead of Redis (see [`acknowledge_only_published`]).
+    /// instead of Redis (see [`tracking_unpublished`]).
     static UNPUBLISHED: std::cell::Cell<bool>;
 }
 
-/// Middleware: a request whose revocation committed but whose markers Redis did not take
-/// must not answer 2xx, since every proxy would still serve the old entry. It answers
-/// `503` + `Retry-After` instead; the change stays committed, the outbox keeps retrying,
-/// and a retry answers 2xx once every pending marker is in Redis (docs/caching.md, "When
-/// the markers cannot be written"). Handlers and their audit records are unchanged.
-pub async fn acknowledge_only_published(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
+/// Runs `work` (one request), and says whether any invalidation it published went to the
+/// outbox instead of Redis (`http/middleware.rs`, `acknowledge_only_published`).
+pub async fn tracking_unpublished<F: std::future::Future>(work: F) -> (F::Output, bool) {
     UNPUBLISHED
         .scope(std::cell::Cell::new(false), async move {
-            let response = next.run(request).await;
-            if response.status().is_success() && UNPUBLISHED.with(std::cell::Cell::get) {
-                return ApiError::unavailable("the change is saved but not yet visible to every cache; retry").into_response();
-            }
-            response
+            let output = work.await;
+            (output, UNPUBLISHED.with(std::cell::Cell::get))
         })
         .await
 }
@@ -245,10 +231,10 @@ impl Invalidator {
 
     /// Writes `items`, together with any invalidations still waiting in the outbox, to
     /// Redis. If Redis does not take them, `items` join the outbox and the current
-    /// request is marked so that it does not answer 2xx ([`acknowledge_only_published`]).
+    /// request is marked so that it does not answer 2xx ([`tracking_unpublished`]).
     /// Draining the outbox first is what makes a retried call honest: it answers 2xx only
     /// once nothing it (or an earlier call) revoked is still unpublished.
-    pub async fn publish(&self, conn: &Conn<'_>, metrics: &Metrics, items: Vec<Invalidation>) -> ApiResult<()> {
+    pub async fn publish(&self, conn: &Conn<'_>, metrics: &Metrics, items: Vec<Invalidation>) -> StorageResult<()> {
         if self.target.is_none() {
             return Ok(());
         }
@@ -256,8 +242,8 @@ impl Invalidator {
         if items.is_empty() && pending.is_empty() {
             return Ok(());
         }
-        let pending_ids: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
-        let mut all: Vec<Invalidation> = pending.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
+        let pending_ids: Vec<i64> = pending.iter().map(|r| r.id).collect();
+        let mut all: Vec<Invalidation> = pending.into_iter().filter_map(Invalidation::from_row).collect();
         let drained = all.len();
         all.extend(items.iter().cloned());
         if self.write(&all).await {
@@ -284,14 +270,14 @@ impl Invalidator {
     }
 
     /// Retries deferred invalidations; returns how many reached Redis.
-    pub async fn drain_outbox(&self, db: &Db) -> ApiResult<usize> {
+    pub async fn drain_outbox(&self, db: &Db) -> StorageResult<usize> {
         let conn = db.conn().await?;
         let rows = conn.query(&OUTBOX_PENDING, &[]).await?;
         if rows.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let items: Vec<Invalidation> = rows.into_iter().filter_map(|r| Invalidation::from_row(r.get(1), r.get(2), r.get(3))).collect();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let items: Vec<Invalidation> = rows.into_iter().filter_map(Invalidation::from_row).collect();
         if !self.write(&items).await {
             return Ok(0);
         }

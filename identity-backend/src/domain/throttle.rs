@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::config::ThrottleConfig;
-use crate::db::{Conn, Query};
 use crate::error::{ApiError, ApiResult};
+use crate::storage::throttle::{CLEAR, CURRENT, RECORD_FAILURE, REFUND};
+use crate::storage::{Conn, StorageResult};
 
 pub struct LoginKeys {
     account: String,
@@ -32,30 +33,6 @@ impl LoginKeys {
     }
 }
 
-const CURRENT: Query = Query {
-    name: "throttle_current",
-    sql: "SELECT key, failures, window_started_at FROM login_throttle WHERE key = ANY($1) AND window_started_at > $2",
-};
-
-const RECORD_FAILURE: Query = Query {
-    name: "throttle_record_failure",
-    sql: "INSERT INTO login_throttle (key, failures, window_started_at)
-          SELECT k, 1, $2 FROM unnest($1::text[]) AS k
-          ON CONFLICT (key) DO UPDATE SET
-            failures = CASE WHEN login_throttle.window_started_at <= $3 THEN 1 ELSE login_throttle.failures + 1 END,
-            window_started_at = CASE WHEN login_throttle.window_started_at <= $3 THEN $2
-                                     ELSE login_throttle.window_started_at END
-          RETURNING key, failures, window_started_at",
-};
-
-/// Gives one counted attempt back (an MFA code that turned out right).
-const REFUND: Query =
-    Query { name: "throttle_refund", sql: "UPDATE login_throttle SET failures = failures - 1 WHERE key = $1 AND failures > 0" };
-
-const CLEAR: Query = Query { name: "throttle_clear", sql: "DELETE FROM login_throttle WHERE key = $1" };
-
-pub const DELETE_STALE: Query = Query { name: "throttle_delete_stale", sql: "DELETE FROM login_throttle WHERE window_started_at <= $1" };
-
 /// `429 too_many_attempts` (with the seconds until the window ends) when either key
 /// has used up its failures. Otherwise, whether the account has failures counted.
 pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<bool> {
@@ -63,9 +40,7 @@ pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now:
     let rows = conn.query(&CURRENT, &[&vec![keys.account.as_str(), keys.ip.as_str()], &(now - window)]).await?;
     let mut account_failures = false;
     for row in rows {
-        let key: &str = row.get(0);
-        let failures: i32 = row.get(1);
-        let started: DateTime<Utc> = row.get(2);
+        let (key, failures, started) = (row.key.as_str(), row.failures, row.window_started_at);
         account_failures |= key == keys.account;
         let limit = if key == keys.account { cfg.max_failures_per_account } else { cfg.max_failures_per_ip };
         if failures >= limit {
@@ -76,7 +51,7 @@ pub async fn check(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now:
     Ok(account_failures)
 }
 
-pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<()> {
+pub async fn record_failure(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> StorageResult<()> {
     let window = cfg.window;
     conn.execute(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
     Ok(())
@@ -95,14 +70,12 @@ pub enum Attempt {
 
 /// Counts one attempt on both keys atomically (each counter is read and written by one
 /// statement), then says whether it stays within the limits.
-pub async fn count_attempt(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> ApiResult<Attempt> {
+pub async fn count_attempt(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKeys, now: DateTime<Utc>) -> StorageResult<Attempt> {
     let window = cfg.window;
     let rows = conn.query(&RECORD_FAILURE, &[&vec![keys.account.as_str(), keys.ip.as_str()], &now, &(now - window)]).await?;
     let mut outcome = Attempt::Allowed;
     for row in rows {
-        let key: &str = row.get(0);
-        let count: i32 = row.get(1);
-        let started: DateTime<Utc> = row.get(2);
+        let (key, count, started) = (row.key.as_str(), row.failures, row.window_started_at);
         let limit = if key == keys.account { cfg.max_failures_per_account } else { cfg.max_failures_per_ip };
         if count > limit {
             let retry = (started + window - now).num_seconds().max(1) as u64;
@@ -119,7 +92,7 @@ pub async fn count_attempt(conn: &Conn<'_>, cfg: &ThrottleConfig, keys: &LoginKe
 
 /// After a right MFA code: the account's counter is cleared, and the attempt is given
 /// back to the IP (so many users behind one address do not use up its budget).
-pub async fn attempt_succeeded(conn: &Conn<'_>, keys: &LoginKeys) -> ApiResult<()> {
+pub async fn attempt_succeeded(conn: &Conn<'_>, keys: &LoginKeys) -> StorageResult<()> {
     conn.execute(&CLEAR, &[&keys.account]).await?;
     conn.execute(&REFUND, &[&keys.ip]).await?;
     Ok(())
@@ -127,7 +100,7 @@ pub async fn attempt_succeeded(conn: &Conn<'_>, keys: &LoginKeys) -> ApiResult<(
 
 /// A successful login resets its account's counter (not the IP's: one good password
 /// must not buy an attacker a fresh budget for other accounts).
-pub async fn clear_account(conn: &Conn<'_>, keys: &LoginKeys) -> ApiResult<()> {
+pub async fn clear_account(conn: &Conn<'_>, keys: &LoginKeys) -> StorageResult<()> {
     conn.execute(&CLEAR, &[&keys.account]).await?;
     Ok(())
 }

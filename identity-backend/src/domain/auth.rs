@@ -1,8 +1,6 @@
 //! Who is calling: resolves a bearer credential to a session, an access token, or the
 //! bootstrap admin.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -10,10 +8,11 @@ use uuid::Uuid;
 use quantaid_protocol::access::Principal;
 use quantaid_protocol::credential::presented_credential;
 
-use crate::db::{Conn, Query};
+use crate::domain::security::token::{self, TokenKind};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::check_same_origin;
-use crate::security::token::{self, TokenKind};
+use crate::storage::sessions::SESSION_BY_DIGEST;
+use crate::storage::tokens::ACCESS_TOKEN_BY_DIGEST;
+use crate::storage::{Conn, StorageResult};
 use crate::SharedState;
 
 #[derive(Clone, Debug)]
@@ -66,51 +65,35 @@ impl Caller {
     }
 }
 
-pub const SESSION_BY_DIGEST: Query = Query {
-    name: "session_by_digest",
-    sql: "SELECT s.id, s.user_id, s.created_at, s.expires_at, s.mfa_verified,
-                 COALESCE(s.authenticated_at, s.created_at)
-          FROM sessions s JOIN users u ON u.id = s.user_id
-          WHERE s.token_digest = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled",
-};
-
-pub const ACCESS_TOKEN_BY_DIGEST: Query = Query {
-    name: "access_token_by_digest",
-    sql: "SELECT t.client_id, t.user_id, u.username, t.scope, t.created_at, t.expires_at
-          FROM oauth_tokens t LEFT JOIN users u ON u.id = t.user_id
-          WHERE t.access_token = $1 AND NOT t.revoked AND t.expires_at > $2
-            AND (t.user_id IS NULL OR u.disabled = false)",
-};
-
 /// The live session a session token names, if any. Malformed tokens cost no query.
-pub async fn find_session(conn: &Conn<'_>, session_token: &str, now: DateTime<Utc>) -> ApiResult<Option<Session>> {
+pub async fn find_session(conn: &Conn<'_>, session_token: &str, now: DateTime<Utc>) -> StorageResult<Option<Session>> {
     if token::parse_kind(session_token, TokenKind::Session).is_none() {
         return Ok(None);
     }
     let row = conn.query_opt(&SESSION_BY_DIGEST, &[&token::digest(session_token), &now]).await?;
     Ok(row.map(|r| Session {
-        id: r.get(0),
-        user_id: r.get(1),
-        created_at: r.get(2),
-        expires_at: r.get(3),
-        mfa_verified: r.get(4),
-        authenticated_at: r.get(5),
+        id: r.id,
+        user_id: r.user_id,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        mfa_verified: r.mfa_verified,
+        authenticated_at: r.authenticated_at,
     }))
 }
 
 /// The live access token, if any. Malformed tokens cost no query.
-pub async fn find_access_token(conn: &Conn<'_>, access_token: &str, now: DateTime<Utc>) -> ApiResult<Option<AccessToken>> {
+pub async fn find_access_token(conn: &Conn<'_>, access_token: &str, now: DateTime<Utc>) -> StorageResult<Option<AccessToken>> {
     if token::parse_kind(access_token, TokenKind::Access).is_none() {
         return Ok(None);
     }
     let row = conn.query_opt(&ACCESS_TOKEN_BY_DIGEST, &[&token::digest(access_token), &now]).await?;
     Ok(row.map(|r| AccessToken {
-        client_id: r.get(0),
-        user_id: r.get(1),
-        username: r.get(2),
-        scope: r.get(3),
-        issued_at: r.get(4),
-        expires_at: r.get(5),
+        client_id: r.client_id,
+        user_id: r.user_id,
+        username: r.username,
+        scope: r.scope,
+        issued_at: r.created_at,
+        expires_at: r.expires_at,
     }))
 }
 
@@ -155,29 +138,6 @@ pub async fn require_admin(state: &SharedState, headers: &HeaderMap) -> ApiResul
         Ok(caller)
     } else {
         Err(ApiError::Forbidden("admin rights are required"))
-    }
-}
-
-/// Extracts the authenticated caller. As a request-parts extractor it runs before any
-/// body extractor, so an unauthenticated request learns nothing about body validation.
-pub struct Authenticated(pub Caller);
-
-impl FromRequestParts<SharedState> for Authenticated {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
-        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
-        authenticate(state, &parts.headers).await.map(Authenticated)
-    }
-}
-
-/// Extracts a caller with admin rights (`401` without credentials, `403` without rights).
-pub struct Admin(pub Caller);
-
-impl FromRequestParts<SharedState> for Admin {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> ApiResult<Self> {
-        check_same_origin(&parts.method, &parts.headers, &state.config.trusted_origins)?;
-        require_admin(state, &parts.headers).await.map(Admin)
     }
 }
 

@@ -4,84 +4,34 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_postgres::Row;
-use uuid::Uuid;
 
-use crate::audit::{self, decode_cursor, encode_cursor, Action};
-use crate::auth::{note_user, require_recent_auth, Admin, Authenticated, Caller};
-use crate::db::Query;
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::{note_user, require_recent_auth, Caller};
+use crate::domain::revocation;
+use crate::domain::security::password::check_policy;
+use crate::domain::security::token::new_id;
+use crate::domain::users::{caller_label, normalize_email, normalize_username};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{parse_id, JsonBody, QueryParams, RequestContext};
-use crate::revocation;
-use crate::security::password::check_policy;
-use crate::security::token::new_id;
+use crate::http::audit::{decode_cursor, encode_cursor};
+use crate::http::extract::{parse_id, Admin, Authenticated, JsonBody, QueryParams, RequestContext};
+use crate::storage::users::{
+    UserRow, DELETE_USER, INSERT_USER, LIST_AFTER, LIST_FIRST, PASSWORD_HASH_BY_ID, SET_PASSWORD, UPDATE_USER, USER_BY_ID,
+};
 use crate::SharedState;
 
-pub const INSERT_USER: Query = Query {
-    name: "user_insert",
-    sql: "INSERT INTO users (id, username, email, password_hash, created_at, updated_at)
-          VALUES ($1, $2, $3, $4, $5, $5)
-          RETURNING id, username, email, disabled, mfa_enabled, created_at, updated_at",
-};
-pub const USER_BY_ID: Query =
-    Query { name: "user_by_id", sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users WHERE id = $1" };
-const LIST_FIRST: Query = Query {
-    name: "user_list",
-    sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users
-          ORDER BY created_at DESC, id DESC LIMIT $1",
-};
-const LIST_AFTER: Query = Query {
-    name: "user_list_after",
-    sql: "SELECT id, username, email, disabled, mfa_enabled, created_at, updated_at FROM users
-          WHERE created_at <= $1 AND (created_at < $1 OR id < $2)
-          ORDER BY created_at DESC, id DESC LIMIT $3",
-};
-const UPDATE_USER: Query = Query {
-    name: "user_update",
-    sql: "UPDATE users SET email = COALESCE($2, email), disabled = COALESCE($3, disabled), updated_at = $4
-          WHERE id = $1 RETURNING id, username, email, disabled, mfa_enabled, created_at, updated_at",
-};
-const DELETE_USER: Query = Query { name: "user_delete", sql: "DELETE FROM users WHERE id = $1" };
-const PASSWORD_HASH_BY_ID: Query = Query { name: "user_password_hash", sql: "SELECT password_hash FROM users WHERE id = $1" };
-const SET_PASSWORD: Query = Query { name: "user_set_password", sql: "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1" };
-
-pub fn user_json(r: &Row) -> Value {
+fn user_json(r: &UserRow) -> Value {
     json!({
-        "id": r.get::<_, Uuid>(0),
-        "username": r.get::<_, String>(1),
-        "email": r.get::<_, String>(2),
-        "disabled": r.get::<_, bool>(3),
-        "mfa_enabled": r.get::<_, bool>(4),
-        "created_at": r.get::<_, DateTime<Utc>>(5),
-        "updated_at": r.get::<_, DateTime<Utc>>(6),
+        "id": r.id,
+        "username": r.username,
+        "email": r.email,
+        "disabled": r.disabled,
+        "mfa_enabled": r.mfa_enabled,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
     })
-}
-
-/// Lower-cases and checks a username: 3–64 of `a-z 0-9 . _ - @`.
-pub fn normalize_username(raw: &str) -> ApiResult<String> {
-    let name = raw.trim().to_lowercase();
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '@');
-    if !(3..=64).contains(&name.len()) || !name.chars().all(allowed) {
-        return Err(ApiError::InvalidRequest("username must be 3 to 64 characters of a-z, 0-9, '.', '_', '-', '@'".into()));
-    }
-    Ok(name)
-}
-
-/// Lower-cases and sanity-checks an email address (one `@`, a dotted domain, no spaces).
-pub fn normalize_email(raw: &str) -> ApiResult<String> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && matches!(email.split_once('@'), Some((local, domain))
-            if !local.is_empty() && !domain.contains('@') && domain.contains('.')
-               && !domain.starts_with('.') && !domain.ends_with('.'));
-    if !valid {
-        return Err(ApiError::InvalidRequest("email is not a valid address".into()));
-    }
-    Ok(email)
 }
 
 #[derive(Deserialize)]
@@ -106,8 +56,7 @@ pub async fn create(
     let now = Utc::now();
     let conn = state.db.conn().await?;
     let row = conn.query_one(&INSERT_USER, &[&new_id(now), &username, &email, &hash, &now]).await?;
-    let id: Uuid = row.get(0);
-    audit::record(&conn, Some(id), Action::UserCreate, ctx.client_ip, json!({"by": caller_label(&caller)})).await?;
+    audit::record(&conn, Some(row.id), Action::UserCreate, ctx.client_ip, json!({"by": caller_label(&caller)})).await?;
     Ok((StatusCode::CREATED, Json(user_json(&row))))
 }
 
@@ -145,7 +94,7 @@ pub async fn list(
         Some((at, id)) => conn.query(&LIST_AFTER, &[&at, &id, &(limit + 1)]).await?,
     };
     let limit = limit as usize;
-    let next_cursor = (rows.len() > limit).then(|| encode_cursor(rows[limit - 1].get(5), rows[limit - 1].get(0)));
+    let next_cursor = (rows.len() > limit).then(|| encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id));
     let items: Vec<Value> = rows.iter().take(limit).map(user_json).collect();
     Ok(Json(json!({"items": items, "next_cursor": next_cursor})))
 }
@@ -224,7 +173,7 @@ pub async fn change_password(
     }
     check_policy(&body.new_password)?;
     let conn = state.db.conn().await?;
-    let stored: String = conn.query_opt(&PASSWORD_HASH_BY_ID, &[&id]).await?.ok_or(ApiError::NotFound("no such user"))?.get(0);
+    let stored = conn.query_opt(&PASSWORD_HASH_BY_ID, &[&id]).await?.ok_or(ApiError::NotFound("no such user"))?.password_hash;
     drop(conn); // do not hold a connection across the password hashing
     if !caller.is_admin() {
         let current = body.current_password.ok_or(ApiError::InvalidRequest("current_password is required".into()))?;
@@ -244,34 +193,4 @@ pub async fn change_password(
     note_user(id);
     audit::record(&conn, Some(id), Action::PasswordChange, ctx.client_ip, json!({"by": caller_label(&caller)})).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Who did it, for audit details: never a credential.
-pub fn caller_label(caller: &Caller) -> Value {
-    match caller {
-        Caller::BootstrapAdmin => json!("bootstrap_admin"),
-        Caller::Session(s) => json!({"user_id": s.user_id}),
-        Caller::AccessToken(t) => json!({"client_id": t.client_id, "user_id": t.user_id}),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usernames_are_normalized_and_checked() {
-        assert_eq!(normalize_username("  Alice.Smith ").unwrap(), "alice.smith");
-        for bad in ["ab", "has space", "émile", &"x".repeat(65), "semi;colon"] {
-            assert!(normalize_username(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email("Alice@Example.COM").unwrap(), "alice@example.com");
-        for bad in ["", "no-at", "@example.com", "a@b", "a@@b.com", "a b@c.com", "a@.com", "a@b.com."] {
-            assert!(normalize_email(bad).is_err(), "{bad:?}");
-        }
-    }
 }

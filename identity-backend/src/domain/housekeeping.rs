@@ -5,16 +5,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::db::Query;
-use crate::throttle::DELETE_STALE;
+use crate::storage::sessions::{DELETE_DEAD_CHALLENGES, DELETE_DEAD_SESSIONS};
+use crate::storage::throttle::DELETE_STALE;
+use crate::storage::tokens::DELETE_DEAD_TOKENS;
+use crate::storage::StorageResult;
 use crate::SharedState;
-
-const DELETE_DEAD_CHALLENGES: Query = Query { name: "mfa_challenge_delete_dead", sql: "DELETE FROM mfa_challenges WHERE expires_at < $1" };
-const DELETE_DEAD_SESSIONS: Query = Query { name: "session_delete_dead", sql: "DELETE FROM sessions WHERE expires_at < $1" };
-const DELETE_DEAD_TOKENS: Query = Query {
-    name: "token_delete_dead",
-    sql: "DELETE FROM oauth_tokens WHERE expires_at < $1 AND (refresh_expires_at IS NULL OR refresh_expires_at < $1)",
-};
 
 const INTERVAL: Duration = Duration::from_secs(300);
 /// Dead sessions and tokens are kept this long, so "expired" stays distinguishable
@@ -32,7 +27,7 @@ pub async fn run(state: SharedState) {
     }
 }
 
-async fn sweep(state: &SharedState) -> Result<(), crate::error::ApiError> {
+async fn sweep(state: &SharedState) -> StorageResult<()> {
     let now = Utc::now();
     // The longest throttle window: a counter younger than it may still be in force.
     let window = state.config.throttle.window.max(state.config.mfa_throttle.window);

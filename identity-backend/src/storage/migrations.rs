@@ -34,7 +34,7 @@ async fn apply_pending(client: &mut Client) -> anyhow::Result<usize> {
                  version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let applied: Vec<i32> = client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get(0)).collect();
+    let applied: Vec<i32> = client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|r| r.get("version")).collect();
     let mut ran = 0;
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {

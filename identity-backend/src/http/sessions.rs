@@ -1,122 +1,29 @@
 //! Password login, MFA verification, session lookup and logout.
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use quantaid_protocol::credential::presented_credential;
+use quantaid_protocol::wire::SessionView;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Action};
-use crate::auth::{find_session, note_user, Authenticated, Caller};
-use crate::db::{Conn, Query};
+use crate::domain::audit::{self, Action};
+use crate::domain::auth::{find_session, note_user, Caller};
+use crate::domain::mfa::{self, TotpAttempt, TotpRefusal, MFA_MAX_FAILURES};
+use crate::domain::revocation;
+use crate::domain::security::token::{self, TokenKind};
+use crate::domain::sessions::{start_session, verify_password};
+use crate::domain::users::caller_label;
 use crate::error::{ApiError, ApiResult};
-use quantaid_protocol::credential::presented_credential;
-use quantaid_protocol::wire::SessionView;
-
-use crate::http::extract::{JsonBody, OptionalJsonBody, RequestContext};
+use crate::http::extract::{Authenticated, JsonBody, OptionalJsonBody, RequestContext};
 use crate::http::no_store;
-use crate::mfa::{TotpAttempt, TotpRefusal};
-use crate::security::token::{self, new_id, TokenKind};
-use crate::throttle::{self, LoginKeys};
-use crate::{mfa, revocation, users, SharedState};
-
-pub const USER_BY_USERNAME: Query =
-    Query { name: "user_by_username", sql: "SELECT id, password_hash, disabled, mfa_enabled FROM users WHERE username = $1" };
-const INSERT_SESSION: Query = Query {
-    name: "session_insert",
-    sql: "INSERT INTO sessions (id, token_digest, user_id, mfa_verified, ip_address, created_at, expires_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-};
-const INSERT_MFA_CHALLENGE: Query =
-    Query { name: "mfa_challenge_insert", sql: "INSERT INTO mfa_challenges (token_digest, user_id, expires_at) VALUES ($1, $2, $3)" };
-/// Counts one attempt on a live challenge before its code is checked, in one statement,
-/// so concurrent attempts cannot all read the same count (`failures` counts attempts:
-/// the one that succeeds is the last). No row: unknown, used, expired or burnt out.
-const MFA_CHALLENGE_ATTEMPT: Query = Query {
-    name: "mfa_challenge_attempt",
-    sql: "UPDATE mfa_challenges SET failures = failures + 1
-          WHERE token_digest = $1 AND used_at IS NULL AND expires_at > $2 AND failures < $3
-          RETURNING user_id",
-};
-/// Consumes the challenge and the TOTP step together: a replayed code or a reused
-/// challenge matches no row.
-const MFA_CONSUME: Query = Query {
-    name: "mfa_consume",
-    sql: "WITH c AS (
-              UPDATE mfa_challenges SET used_at = $3 WHERE token_digest = $1 AND used_at IS NULL RETURNING user_id)
-          UPDATE user_totp t SET last_used_step = $2 FROM c
-          WHERE t.user_id = c.user_id AND t.last_used_step < $2 RETURNING t.user_id",
-};
-
-/// Codes that may be tried on one MFA challenge before it is void.
-pub const MFA_MAX_FAILURES: i32 = 5;
-
-#[derive(Clone, Copy, Debug)]
-pub struct VerifiedUser {
-    pub id: Uuid,
-    pub mfa_enabled: bool,
-}
-
-/// Checks a username and password with throttling, the same answer and a similar time
-/// whether or not the user exists, and failure auditing. Used by login and by the
-/// OAuth `password` grant.
-pub async fn verify_password(state: &SharedState, username: &str, password: String, ip: IpAddr) -> ApiResult<VerifiedUser> {
-    let username = username.trim().to_lowercase();
-    let keys = LoginKeys::new(&username, ip);
-    let now = Utc::now();
-    let conn = state.db.conn().await?;
-    let account_failures = match throttle::check(&conn, &state.config.throttle, &keys, now).await {
-        Ok(counted) => counted,
-        Err(e) => {
-            state.metrics.logins.with_label_values(&["throttled"]).inc();
-            return Err(e);
-        }
-    };
-    let row = conn.query_opt(&USER_BY_USERNAME, &[&username]).await?;
-    drop(conn); // never hold a connection while hashing
-    let (user, stored_hash) = match &row {
-        Some(r) => (Some((r.get::<_, Uuid>(0), r.get::<_, bool>(2), r.get::<_, bool>(3))), Some(r.get(1))),
-        None => (None, None),
-    };
-    let password_ok = state.passwords.verify(password, stored_hash).await?;
-    let conn = state.db.conn().await?;
-    match user {
-        Some((id, disabled, mfa_enabled)) if password_ok && !disabled => {
-            if account_failures {
-                throttle::clear_account(&conn, &keys).await?;
-            }
-            note_user(id);
-            Ok(VerifiedUser { id, mfa_enabled })
-        }
-        _ => {
-            throttle::record_failure(&conn, &state.config.throttle, &keys, now).await?;
-            let user_id = user.map(|u| u.0);
-            audit::record(&conn, user_id, Action::LoginFailure, ip, json!({"reason": "invalid_credentials"})).await?;
-            state.metrics.logins.with_label_values(&["failure"]).inc();
-            Err(ApiError::InvalidCredentials)
-        }
-    }
-}
-
-/// Creates a session and returns its token and expiry.
-async fn start_session(
-    state: &SharedState,
-    conn: &Conn<'_>,
-    user_id: Uuid,
-    mfa_verified: bool,
-    ip: IpAddr,
-) -> ApiResult<(String, DateTime<Utc>)> {
-    let now = Utc::now();
-    let expires_at = now + state.config.session_ttl;
-    let secret = token::generate(TokenKind::Session, now);
-    conn.execute(&INSERT_SESSION, &[&new_id(now), &token::digest(&secret), &user_id, &mfa_verified, &ip, &now, &expires_at]).await?;
-    Ok((secret, expires_at))
-}
+use crate::storage::sessions::{INSERT_MFA_CHALLENGE, MFA_CHALLENGE_ATTEMPT, MFA_CONSUME, SESSION_REAUTHENTICATED};
+use crate::storage::users::USERNAME_OF;
+use crate::SharedState;
 
 fn session_response(session_token: String, user_id: Uuid, expires_at: DateTime<Utc>) -> Response {
     let body = json!({"session_token": session_token, "user_id": user_id, "expires_at": expires_at, "mfa_required": false});
@@ -171,7 +78,7 @@ pub async fn mfa_verify(State(state): State<SharedState>, ctx: RequestContext, J
         state.metrics.mfa_verifications.with_label_values(&["failure"]).inc();
         return Err(failure());
     };
-    let user_id: Uuid = row.get(0);
+    let user_id = row.user_id;
     note_user(user_id);
     // Across challenges: a new login buys a new challenge, never new guesses.
     let attempt = match TotpAttempt::begin(&state, &conn, user_id, ctx.client_ip).await? {
@@ -193,10 +100,6 @@ pub async fn mfa_verify(State(state): State<SharedState>, ctx: RequestContext, J
     state.metrics.logins.with_label_values(&["success"]).inc();
     Ok(session_response(session_token, user_id, expires_at))
 }
-
-const USERNAME_OF: Query = Query { name: "username_of", sql: "SELECT username FROM users WHERE id = $1" };
-const SESSION_REAUTHENTICATED: Query =
-    Query { name: "session_reauthenticated", sql: "UPDATE sessions SET authenticated_at = $2 WHERE id = $1 AND revoked_at IS NULL" };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,7 +126,7 @@ pub async fn reauthenticate(
             let conn = state.db.conn().await?;
             let row = conn.query_opt(&USERNAME_OF, &[&session.user_id]).await?;
             drop(conn); // never hold a connection while hashing
-            let username: String = row.ok_or(ApiError::Unauthorized("invalid or expired session"))?.get(0);
+            let username = row.ok_or(ApiError::Unauthorized("invalid or expired session"))?.username;
             verify_password(&state, &username, password, ctx.client_ip).await?;
             "password"
         }
@@ -293,7 +196,7 @@ pub async fn logout_all(
     note_user(user_id);
     let conn = state.db.conn().await?;
     let (sessions, tokens) = revocation::revoke_all_for_user(&state, &conn, user_id, None, Utc::now()).await?;
-    let details = json!({"by": users::caller_label(&caller), "sessions": sessions, "tokens": tokens});
+    let details = json!({"by": caller_label(&caller), "sessions": sessions, "tokens": tokens});
     audit::record(&conn, Some(user_id), Action::LogoutAll, ctx.client_ip, details).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,40 +11,25 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::audit::{self, Action};
-use crate::auth::Admin;
-use crate::db::Query;
+use crate::domain::audit::{self, Action};
+use crate::domain::oauth::SUPPORTED_GRANTS;
+use crate::domain::revocation;
+use crate::domain::security::token::{self, new_id, TokenKind};
+use crate::domain::users::caller_label;
 use crate::error::{ApiError, ApiResult};
-use crate::http::extract::{parse_id, JsonBody, RequestContext};
-use crate::oauth::SUPPORTED_GRANTS;
-use crate::revocation;
-use crate::security::token::{self, new_id, TokenKind};
-use crate::users::caller_label;
+use crate::http::extract::{parse_id, Admin, JsonBody, RequestContext};
+use crate::storage::clients::{ClientRow, INSERT_CLIENT, SET_DISABLED, SET_SECRET};
 use crate::SharedState;
 
-const INSERT_CLIENT: Query = Query {
-    name: "client_insert",
-    sql: "INSERT INTO oauth_clients (client_id, secret_digest, name, grant_types, scopes, redirect_uris, created_at)
-          VALUES ($1, $2, $3, $4, $5, $6, $7)",
-};
-
-const SET_DISABLED: Query = Query {
-    name: "client_set_disabled",
-    sql: "UPDATE oauth_clients SET disabled = $2 WHERE client_id = $1
-          RETURNING client_id, name, grant_types, scopes, redirect_uris, created_at, disabled",
-};
-const SET_SECRET: Query =
-    Query { name: "client_set_secret", sql: "UPDATE oauth_clients SET secret_digest = $2 WHERE client_id = $1 RETURNING client_id" };
-
-fn client_json(r: &tokio_postgres::Row) -> serde_json::Value {
+fn client_json(r: &ClientRow) -> serde_json::Value {
     json!({
-        "client_id": r.get::<_, String>(0),
-        "name": r.get::<_, String>(1),
-        "grant_types": r.get::<_, Vec<String>>(2),
-        "scopes": r.get::<_, Vec<String>>(3),
-        "redirect_uris": r.get::<_, Vec<String>>(4),
-        "created_at": r.get::<_, chrono::DateTime<Utc>>(5),
-        "disabled": r.get::<_, bool>(6),
+        "client_id": r.client_id,
+        "name": r.name,
+        "grant_types": r.grant_types,
+        "scopes": r.scopes,
+        "redirect_uris": r.redirect_uris,
+        "created_at": r.created_at,
+        "disabled": r.disabled,
     })
 }
 
