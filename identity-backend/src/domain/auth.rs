@@ -15,17 +15,8 @@ use crate::storage::tokens::ACCESS_TOKEN_BY_DIGEST;
 use crate::storage::{Conn, StorageResult};
 use crate::SharedState;
 
-#[derive(Clone, Debug)]
-pub struct Session {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub mfa_verified: bool,
-    /// When the session last presented the password or a TOTP code (at creation, or
-    /// through `POST /v1/auth/reauthenticate`).
-    pub authenticated_at: DateTime<Utc>,
-}
+/// A live session, as storage reads it.
+pub use crate::storage::sessions::SessionRow as Session;
 
 #[derive(Clone, Debug)]
 pub struct AccessToken {
@@ -70,15 +61,7 @@ pub async fn find_session(conn: &Conn<'_>, session_token: &str, now: DateTime<Ut
     if token::parse_kind(session_token, TokenKind::Session).is_none() {
         return Ok(None);
     }
-    let row = conn.query_opt(&SESSION_BY_DIGEST, &[&token::digest(session_token), &now]).await?;
-    Ok(row.map(|r| Session {
-        id: r.id,
-        user_id: r.user_id,
-        created_at: r.created_at,
-        expires_at: r.expires_at,
-        mfa_verified: r.mfa_verified,
-        authenticated_at: r.authenticated_at,
-    }))
+    conn.query_opt(&SESSION_BY_DIGEST, &[&token::digest(session_token), &now]).await
 }
 
 /// The live access token, if any. Malformed tokens cost no query.

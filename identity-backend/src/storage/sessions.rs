@@ -7,12 +7,15 @@ use uuid::Uuid;
 use super::{Count, FromRow, Query};
 
 /// A live session of an enabled user.
+#[derive(Clone, Debug)]
 pub struct SessionRow {
     pub id: Uuid,
     pub user_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub mfa_verified: bool,
+    /// When the session last presented the password or a TOTP code (at creation, or
+    /// through `POST /v1/auth/reauthenticate`).
     pub authenticated_at: DateTime<Utc>,
 }
 

@@ -85,67 +85,85 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
+    use tokio::sync::Semaphore;
 
-    /// A round trip that counts itself and takes a while, so that callers pile up.
-    fn counted(trips: &Arc<AtomicU64>) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + '_ {
-        move || {
-            let trips = trips.clone();
-            Box::pin(async move {
-                trips.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                true
-            })
+    /// Round trips that count themselves and return only when the test releases them
+    /// (one permit each), so the test decides who arrives while one is out.
+    struct Trips {
+        started: Arc<AtomicU64>,
+        release: Arc<Semaphore>,
+    }
+
+    impl Trips {
+        fn new() -> Self {
+            Trips { started: Arc::new(AtomicU64::new(0)), release: Arc::new(Semaphore::new(0)) }
         }
+
+        fn trip(&self) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + 'static {
+            let (started, release) = (self.started.clone(), self.release.clone());
+            move || {
+                let (started, release) = (started.clone(), release.clone());
+                Box::pin(async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    release.acquire().await.map(|permit| permit.forget()).is_ok()
+                })
+            }
+        }
+
+        fn started(&self) -> u64 {
+            self.started.load(Ordering::SeqCst)
+        }
+
+        /// Lets every spawned task run until it waits again.
+        async fn settle() {
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    fn caller(fence: &Arc<Fence>, trips: &Trips) -> tokio::task::JoinHandle<bool> {
+        let (fence, trip) = (fence.clone(), trips.trip());
+        tokio::spawn(async move { fence.pass(trip).await })
     }
 
     #[tokio::test]
     async fn callers_waiting_together_share_one_round_trip() {
-        let fence = Arc::new(Fence::default());
-        let trips = Arc::new(AtomicU64::new(0));
+        let (fence, trips) = (Arc::new(Fence::default()), Trips::new());
         // The first caller leads; the 49 that arrive while its trip is out share the next.
-        let first = {
-            let (fence, trips) = (fence.clone(), trips.clone());
-            tokio::spawn(async move { fence.pass(counted(&trips)).await })
+        let first = caller(&fence, &trips);
+        Trips::settle().await;
+        assert_eq!(trips.started(), 1);
+        let waiting: Vec<_> = (0..49).map(|_| caller(&fence, &trips)).collect();
+        Trips::settle().await;
+        trips.release.add_permits(1);
+        Trips::settle().await;
+        trips.release.add_permits(1);
+        let all = async {
+            assert!(first.await.unwrap());
+            for caller in waiting {
+                assert!(caller.await.unwrap());
+            }
         };
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let waiting: Vec<_> = (0..49)
-            .map(|_| {
-                let (fence, trips) = (fence.clone(), trips.clone());
-                tokio::spawn(async move { fence.pass(counted(&trips)).await })
-            })
-            .collect();
-        assert!(first.await.unwrap());
-        for caller in waiting {
-            assert!(caller.await.unwrap());
-        }
-        assert_eq!(trips.load(Ordering::SeqCst), 2, "one trip for the first caller, one for the 49 behind it");
+        // A third trip would wait for a permit that never comes.
+        tokio::time::timeout(Duration::from_secs(5), all).await.expect("the 49 shared one round trip");
+        assert_eq!(trips.started(), 2, "one trip for the first caller, one for the 49 behind it");
     }
 
     #[tokio::test]
     async fn a_caller_never_passes_on_a_round_trip_that_began_before_it_arrived() {
-        let fence = Arc::new(Fence::default());
-        let started_at = Arc::new(Mutex::new(Vec::new()));
-        let trip = |log: Arc<Mutex<Vec<tokio::time::Instant>>>| {
-            move || {
-                let log = log.clone();
-                async move {
-                    log.lock().unwrap().push(tokio::time::Instant::now());
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    true
-                }
-            }
-        };
-        let early = {
-            let (fence, log) = (fence.clone(), started_at.clone());
-            tokio::spawn(async move { fence.pass(trip(log)).await })
-        };
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let arrived = tokio::time::Instant::now();
-        assert!(fence.pass(trip(started_at.clone())).await);
-        early.await.unwrap();
-        let starts = started_at.lock().unwrap().clone();
-        assert_eq!(starts.len(), 2);
-        assert!(starts[1] >= arrived, "the late caller passed on the trip that was already out");
+        let (fence, trips) = (Arc::new(Fence::default()), Trips::new());
+        let early = caller(&fence, &trips);
+        Trips::settle().await;
+        let late = caller(&fence, &trips);
+        Trips::settle().await;
+        trips.release.add_permits(1);
+        Trips::settle().await;
+        assert!(early.await.unwrap());
+        assert!(!late.is_finished(), "the late caller passed on the trip that was already out");
+        assert_eq!(trips.started(), 2, "the late caller sent a trip of its own");
+        trips.release.add_permits(1);
+        assert!(late.await.unwrap());
     }
 
     #[tokio::test]

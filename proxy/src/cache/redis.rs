@@ -323,11 +323,12 @@ impl RedisCache {
     async fn local_hit(&self, conn: &Connected, key: &str, caller: Option<(&str, &str)>) -> Option<Arc<str>> {
         let tier = conn.local.as_ref()?;
         tier.get(key, caller)?;
-        let (connection, timeout) = (conn.conn.clone(), self.timeout);
+        let timeout = self.timeout;
         let fenced = tier
             .fence
             .pass(|| {
-                let mut connection = connection.clone();
+                // Called only by the caller that sends the batch's round trip.
+                let mut connection = conn.conn.clone();
                 async move {
                     METRICS.local_cache_fences.inc();
                     let command = redis::cmd("PING");

@@ -98,6 +98,46 @@ async fn revocation_on_one_replica_is_seen_at_once_on_another() {
     assert_eq!(user["disabled"], true);
 }
 
+type RevokedAt = Arc<std::sync::Mutex<Option<Instant>>>;
+
+/// `count` loops that introspect `token` for `period`, loop `i` through replica
+/// `replica(i)`; each counts the lookups that started after `revoked_at` was set and
+/// still said "active".
+fn spawn_lookers(
+    stack: &Arc<Stack>,
+    client: &Arc<(String, String)>,
+    token: &Arc<String>,
+    count: usize,
+    replica: impl Fn(usize) -> usize,
+    period: Duration,
+    revoked_at: &RevokedAt,
+) -> Vec<tokio::task::JoinHandle<i32>> {
+    (0..count)
+        .map(|i| {
+            let (stack, client, token, revoked_at, replica) =
+                (stack.clone(), client.clone(), token.clone(), revoked_at.clone(), replica(i));
+            tokio::spawn(async move {
+                let deadline = Instant::now() + period;
+                let mut late_actives = 0;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let (status, body) = stack.introspect(replica, &client, &token).await;
+                    assert_eq!(status, StatusCode::OK);
+                    let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| started > t);
+                    if after_revoke && body["active"] == true {
+                        late_actives += 1;
+                    }
+                }
+                late_actives
+            })
+        })
+        .collect()
+}
+
+async fn late_actives(lookers: Vec<tokio::task::JoinHandle<i32>>) -> i32 {
+    join_all(lookers).await.into_iter().map(|r| r.unwrap()).sum()
+}
+
 /// Invariant 2 under a race: lookups (with cache misses) run while the token is revoked;
 /// no lookup that starts after the revocation returned may say "active".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,7 +148,7 @@ async fn revoke_racing_cache_fills() {
         let token = Arc::new(stack.issue(0, &client).await);
         let key = quantaid_protocol::cache::token_key(&token);
         stack.introspect(1, &client, &token).await; // the client is known to B
-        let revoked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+        let revoked_at: RevokedAt = Arc::default();
         let stop_evicting = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Keep evicting the entry so lookups keep missing and filling until the revoke.
         let evictor = {
@@ -121,32 +161,13 @@ async fn revoke_racing_cache_fills() {
                 }
             })
         };
-        let lookers: Vec<_> = (0..16)
-            .map(|_| {
-                let (stack, client, token, revoked_at) = (stack.clone(), client.clone(), token.clone(), revoked_at.clone());
-                tokio::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_millis(1500);
-                    let mut late_actives = 0;
-                    while Instant::now() < deadline {
-                        let started = Instant::now();
-                        let (status, body) = stack.introspect(1, &client, &token).await;
-                        assert_eq!(status, StatusCode::OK);
-                        let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| started > t);
-                        if after_revoke && body["active"] == true {
-                            late_actives += 1;
-                        }
-                    }
-                    late_actives
-                })
-            })
-            .collect();
+        let lookers = spawn_lookers(&stack, &client, &token, 16, |_| 1, Duration::from_millis(1500), &revoked_at);
         tokio::time::sleep(Duration::from_millis(400)).await;
         stop_evicting.store(true, std::sync::atomic::Ordering::SeqCst);
         evictor.await.unwrap();
         stack.revoke(0, &client, &token).await;
         *revoked_at.lock().unwrap() = Some(Instant::now());
-        let late: i32 = join_all(lookers).await.into_iter().map(|r| r.unwrap()).sum();
-        assert_eq!(late, 0, "attempt {attempt}: 'active' after the revocation returned");
+        assert_eq!(late_actives(lookers).await, 0, "attempt {attempt}: 'active' after the revocation returned");
     }
 }
 
@@ -195,27 +216,8 @@ async fn local_hot_keys_on_two_replicas_are_refused_once_their_revocation_return
             stack.redis.restart().unwrap();
         }
         let hits_before = local_hits().await;
-        let revoked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-        let lookers: Vec<_> = (0..8)
-            .map(|i| {
-                let (stack, client, token, revoked_at) = (stack.clone(), client.clone(), token.clone(), revoked_at.clone());
-                tokio::spawn(async move {
-                    let deadline = Instant::now() + Duration::from_millis(1200);
-                    let (mut late_actives, mut lookups) = (0, 0);
-                    while Instant::now() < deadline {
-                        let started = Instant::now();
-                        let (status, body) = stack.introspect(i % 2, &client, &token).await;
-                        assert_eq!(status, StatusCode::OK);
-                        lookups += 1;
-                        let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| started > t);
-                        if after_revoke && body["active"] == true {
-                            late_actives += 1;
-                        }
-                    }
-                    (late_actives, lookups)
-                })
-            })
-            .collect();
+        let revoked_at: RevokedAt = Arc::default();
+        let lookers = spawn_lookers(&stack, &client, &token, 8, |i| i % 2, Duration::from_millis(1200), &revoked_at);
         tokio::time::sleep(Duration::from_millis(400)).await;
         match user {
             Some(id) => {
@@ -232,9 +234,7 @@ async fn local_hot_keys_on_two_replicas_are_refused_once_their_revocation_return
             None => stack.revoke(0, &client, &token).await,
         }
         *revoked_at.lock().unwrap() = Some(Instant::now());
-        let results: Vec<(i32, i32)> = join_all(lookers).await.into_iter().map(|r| r.unwrap()).collect();
-        let late: i32 = results.iter().map(|r| r.0).sum();
-        assert_eq!(late, 0, "{how}: 'active' after the revocation returned");
+        assert_eq!(late_actives(lookers).await, 0, "{how}: 'active' after the revocation returned");
         // The test means something only if the local tier answered the lookups before.
         assert!(local_hits().await > hits_before, "{how}: no lookup was answered from the local tier");
     }
