@@ -18,7 +18,8 @@
 //! It also answers the framing errors a request head can carry — folded header lines,
 //! conflicting or malformed `Content-Length`, a final transfer coding other than
 //! `chunked`, `CONNECT` — with the `{"error","error_description"}` body, then closes.
-//! A head that passes is handed to Pingora unchanged, as if Pingora had read it.
+//! A head that passes is served on the spot when it is for one of the proxy's own routes
+//! (`direct.rs`); any other is handed to Pingora unchanged, as if Pingora had read it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::direct::Served;
 use crate::service::QuantaProxy;
 
 /// How long a kept-alive connection may sit idle between requests (Pingora's default).
@@ -230,20 +232,29 @@ enum Head {
 
 pub struct Gate {
     proxy: Arc<HttpProxy<QuantaProxy>>,
+    /// The same service, for the requests served without Pingora.
+    direct: QuantaProxy,
     limits: Limits,
     connections: Arc<Semaphore>,
 }
 
 impl Gate {
-    pub fn new(proxy: HttpProxy<QuantaProxy>, config: &Config) -> Self {
-        Gate { proxy: Arc::new(proxy), limits: Limits::from_config(config), connections: Arc::new(Semaphore::new(config.max_connections)) }
+    /// `proxy` is Pingora's service around `direct`.
+    pub fn new(proxy: HttpProxy<QuantaProxy>, direct: QuantaProxy, config: &Config) -> Self {
+        Gate {
+            proxy: Arc::new(proxy),
+            direct,
+            limits: Limits::from_config(config),
+            connections: Arc::new(Semaphore::new(config.max_connections)),
+        }
     }
 
-    /// Reads one request head. `reused`: a kept-alive connection, which may first sit
-    /// idle; a new one's deadline runs from its start.
-    async fn read_head(&self, stream: &mut Stream, reused: bool, shutdown: &ShutdownWatch) -> Head {
-        let mut buf = BytesMut::with_capacity(4096);
-        if reused {
+    /// Reads one request head, after the bytes of it already in `buf`. `reused`: a
+    /// kept-alive connection, which may first sit idle; a new one's deadline runs from
+    /// its start.
+    async fn read_head(&self, stream: &mut Stream, mut buf: BytesMut, reused: bool, shutdown: &ShutdownWatch) -> Head {
+        buf.reserve(4096);
+        if reused && buf.is_empty() {
             let mut watch = shutdown.clone();
             let first = tokio::select! {
                 read = timeout(KEEPALIVE_IDLE, stream.read_buf(&mut buf)) => read,
@@ -308,8 +319,11 @@ impl ServerApp for Gate {
         };
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut reused = false;
+        // Bytes read past the last request served directly: the start of the next one.
+        let mut pending = BytesMut::new();
         loop {
-            let head = match self.read_head(&mut stream, reused, shutdown).await {
+            let buf = std::mem::take(&mut pending);
+            let mut head = match self.read_head(&mut stream, buf, reused, shutdown).await {
                 Head::Ready(head) => head,
                 Head::Closed => return None,
                 Head::Refused(refusal) => {
@@ -317,6 +331,16 @@ impl ServerApp for Gate {
                     return None;
                 }
             };
+            reused = true;
+            let shutting_down = *shutdown.borrow();
+            match self.direct.serve_direct(&mut stream, &mut head, shutting_down).await {
+                Served::KeptAlive => {
+                    pending = head;
+                    continue;
+                }
+                Served::Closed => return None,
+                Served::HandedOver => {}
+            }
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
@@ -330,7 +354,6 @@ impl ServerApp for Gate {
             let (next, next_settings) = self.proxy.process_new_http(session, shutdown).await?.consume();
             stream = next;
             settings = next_settings;
-            reused = true;
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cache;
 pub mod config;
+mod direct;
 mod endpoints;
 pub mod gate;
 pub mod lookup;
@@ -72,8 +73,9 @@ pub fn build_server(config: Config) -> anyhow::Result<Server> {
 
     // Client connections pass the gate (head limits, deadlines, connection cap) before
     // Pingora's proxy sees them.
-    let proxy = http_proxy(&server.configuration, QuantaProxy { lookups: lookups.clone(), config: config.clone() });
-    let mut proxy = Service::new("QuantaID proxy".to_string(), Gate::new(proxy, &config));
+    let service = QuantaProxy { lookups: lookups.clone(), config: config.clone() };
+    let proxy = http_proxy(&server.configuration, service.clone());
+    let mut proxy = Service::new("QuantaID proxy".to_string(), Gate::new(proxy, service, &config));
     proxy.add_listener(ListenerConfig::tcp(config.listen_addr.to_string()).l4_buffer(CLIENT_BUFFERS));
     let maintenance = background_service("maintenance", Maintenance { lookups, config: config.clone() });
     let mut metrics = pingora_prometheus::prometheus_http_service();

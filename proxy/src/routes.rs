@@ -23,6 +23,13 @@ pub enum Route {
     PassThrough,
 }
 
+impl Route {
+    /// Whether the proxy reads the request body to answer (introspection's form).
+    pub fn reads_body(&self) -> bool {
+        *self == Route::Introspect
+    }
+}
+
 /// The route and its template for a request.
 pub fn classify(method: &Method, path: &str) -> (Route, &'static str) {
     let internal = path.strip_prefix(INTERNAL_PREFIX).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -16,25 +16,50 @@ use quantaid_protocol::forwarded;
 use quantaid_runtime::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 
 use crate::config::Config;
+use crate::endpoints::Call;
 use crate::lookup::Lookups;
 use crate::metrics::METRICS;
-use crate::respond::{respond, respond_error, unavailable};
+use crate::respond::Reply;
 use crate::routes::{classify, Route};
 
+#[derive(Clone)]
 pub struct QuantaProxy {
     pub lookups: Arc<Lookups>,
     pub config: Arc<Config>,
+}
+
+/// A request's trace context: continued from the client's `traceparent` or begun here.
+pub(crate) struct Trace {
+    /// The `traceparent` this hop sends to the backend.
+    pub traceparent: HeaderValue,
+    /// This hop's span: exported over OTLP when that is on; ends with the request.
+    pub span: tracing::Span,
+}
+
+impl Trace {
+    pub fn none() -> Trace {
+        Trace { traceparent: HeaderValue::from_static(""), span: tracing::Span::none() }
+    }
+
+    pub fn start(headers: &http::HeaderMap) -> Trace {
+        let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        let (trace_id, parent_span) = match incoming {
+            Some((trace, parent)) => (trace, Some(parent)),
+            None => (new_trace_id(), None),
+        };
+        let span = tracing::info_span!("proxy_request", trace_id = %trace_id);
+        continue_trace(&span, &trace_id, parent_span.as_deref());
+        let traceparent = format!("00-{}-{}-01", trace_id, outgoing_span_id(&span));
+        let traceparent = HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
+        Trace { traceparent, span }
+    }
 }
 
 /// Per-request state.
 pub struct RequestCtx {
     pub(crate) started: Instant,
     pub(crate) template: &'static str,
-    pub(crate) trace_id: String,
-    /// The `traceparent` this hop sends to the backend.
-    pub(crate) traceparent: HeaderValue,
-    /// This hop's span: exported over OTLP when that is on; ends with the request.
-    pub(crate) span: tracing::Span,
+    pub(crate) trace: Trace,
     pub(crate) status: u16,
     /// The request's body must be in by then (`QUANTAID_PROXY_BODY_TIMEOUT_MS`).
     pub(crate) body_deadline: Instant,
@@ -53,6 +78,74 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
 }
 
+/// A request's metrics and access log line, however it was served.
+pub(crate) fn log_request(
+    method: &Method,
+    template: &'static str,
+    status: u16,
+    started: Instant,
+    ip: Option<IpAddr>,
+    error: Option<String>,
+    span: &tracing::Span,
+) {
+    let elapsed = started.elapsed();
+    METRICS.record_request(method, template, status, elapsed);
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
+    let _entered = span.enter();
+    tracing::info!(
+        ip_address = %ip,
+        method = %method,
+        path = template,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        error,
+        "request completed"
+    );
+}
+
+impl QuantaProxy {
+    /// Reads a request body whole, within the body deadline and the size limit.
+    async fn read_body(&self, session: &mut Session, ctx: &RequestCtx) -> Result<std::result::Result<Bytes, Reply>> {
+        let mut body = Vec::new();
+        loop {
+            let chunk = match session.read_request_body().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => return Ok(Ok(Bytes::from(body))),
+                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => return Ok(Err(Reply::body_too_slow())),
+                Err(e) => return Err(e),
+            };
+            body.extend_from_slice(&chunk);
+            if body.len() > self.config.max_body_bytes {
+                return Ok(Err(Reply::body_too_large()));
+            }
+            if !within_body_deadline(session, ctx) {
+                return Ok(Err(Reply::body_too_slow()));
+            }
+        }
+    }
+}
+
+/// Writes one of the proxy's own replies through Pingora.
+async fn write_reply(session: &mut Session, ctx: &mut RequestCtx, reply: Reply) -> Result<bool> {
+    let mut head = ResponseHeader::build(reply.status, Some(reply.headers.len() + 3))?;
+    for (name, value) in reply.head_fields() {
+        head.insert_header(name, value)?;
+    }
+    if reply.close {
+        session.set_keepalive(None);
+    }
+    let body = (!reply.body.is_empty()).then_some(reply.body);
+    session.write_response_header(Box::new(head), body.is_none()).await?;
+    if body.is_some() {
+        session.write_response_body(body, true).await?;
+    }
+    ctx.status = reply.status.as_u16();
+    Ok(true)
+}
+
 #[async_trait]
 impl ProxyHttp for QuantaProxy {
     type CTX = RequestCtx;
@@ -62,35 +155,18 @@ impl ProxyHttp for QuantaProxy {
         RequestCtx {
             started: Instant::now(),
             template: "unmatched",
-            trace_id: String::new(),
-            traceparent: HeaderValue::from_static(""),
-            span: tracing::Span::none(),
+            trace: Trace::none(),
             status: 0,
             body_deadline: Instant::now() + self.config.body_timeout,
             connect_retried: false,
         }
     }
 
-    /// Answers health, readiness and the cached lookups here. `Ok(true)` means the
-    /// response has been written and nothing goes upstream; `Ok(false)` passes the
-    /// request on to the backend.
+    /// Answers health, readiness and the cached lookups here (those that `direct.rs`
+    /// handed over: unusual framing). `Ok(true)` means the response has been written
+    /// and nothing goes upstream; `Ok(false)` passes the request on to the backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let incoming = session.req_header().headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
-        let parent_span = match incoming {
-            Some((trace, parent)) => {
-                ctx.trace_id = trace;
-                Some(parent)
-            }
-            None => {
-                ctx.trace_id = new_trace_id();
-                None
-            }
-        };
-        ctx.span = tracing::info_span!("proxy_request", trace_id = %ctx.trace_id);
-        continue_trace(&ctx.span, &ctx.trace_id, parent_span.as_deref());
-        let traceparent = format!("00-{}-{}-01", ctx.trace_id, outgoing_span_id(&ctx.span));
-        ctx.traceparent = HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
-
+        ctx.trace = Trace::start(&session.req_header().headers);
         // The head is in (the gate bounded that); the body gets one overall deadline.
         // Each read may take what is left of it (see `request_body_filter`).
         ctx.body_deadline = Instant::now() + self.config.body_timeout;
@@ -98,22 +174,22 @@ impl ProxyHttp for QuantaProxy {
 
         let (route, template) = classify(&session.req_header().method, session.req_header().uri.path());
         ctx.template = template;
-        match route {
-            Route::Health => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"status\":\"ok\"}"))).await,
-            Route::Ready => {
-                // Ready means the backend answers; Redis being down is not unready.
-                if self.lookups.backend.healthy().await {
-                    respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from_static(b"{\"status\":\"ready\"}"))).await
-                } else {
-                    unavailable(session, ctx).await
-                }
+        if route == Route::PassThrough {
+            return Ok(false);
+        }
+        let body = if route.reads_body() {
+            match self.read_body(session, ctx).await? {
+                Ok(body) => body,
+                Err(refused) => return write_reply(session, ctx, refused).await,
             }
-            Route::Session => self.session_lookup(session, ctx).await,
-            Route::Check => self.check(session, ctx).await,
-            Route::User(id) => self.user(session, ctx, &id).await,
-            Route::Introspect => self.introspect(session, ctx).await,
-            Route::Internal => respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such endpoint").await,
-            Route::PassThrough => Ok(false),
+        } else {
+            Bytes::new()
+        };
+        let headers = session.req_header().headers.clone();
+        let call = Call { headers: &headers, body, traceparent: &ctx.trace.traceparent };
+        match self.answer(route, call).await {
+            Some(reply) => write_reply(session, ctx, reply).await,
+            None => Ok(false),
         }
     }
 
@@ -143,7 +219,7 @@ impl ProxyHttp for QuantaProxy {
     /// Adds this hop's `traceparent`; sets `X-Forwarded-For` to the client as this hop
     /// knows it; drops every header only QuantaID's own hops may set.
     async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
-        upstream.insert_header("traceparent", ctx.traceparent.clone())?;
+        upstream.insert_header("traceparent", ctx.trace.traceparent.clone())?;
         // `X-Quantaid-*` headers are QuantaID's own (forward-auth answers, the backend's
         // hints to this proxy): one a client sent is a forgery, whatever it says.
         let forged: Vec<http::HeaderName> =
@@ -206,13 +282,13 @@ impl ProxyHttp for QuantaProxy {
         session.set_keepalive(None);
         if code > 0 {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let (error, description) = match code {
-                503 => ("temporarily_unavailable", "the identity backend is not answering; retry shortly"),
-                408 => ("invalid_request", "the request body was not received in time"),
-                400..=499 => ("invalid_request", "the request could not be read"),
-                _ => ("internal", "internal error"),
+            let reply = match code {
+                503 => Reply::unavailable(),
+                408 => Reply::body_too_slow(),
+                400..=499 => Reply::error(status, "invalid_request", "the request could not be read"),
+                _ => Reply::error(status, "internal", "internal error"),
             };
-            if respond_error(session, ctx, status, error, description).await.is_err() {
+            if write_reply(session, ctx, reply).await.is_err() {
                 tracing::debug!("could not write the error response");
             }
         }
@@ -222,23 +298,7 @@ impl ProxyHttp for QuantaProxy {
     /// Records the request's metrics and access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(ctx.status);
-        let method = session.req_header().method.clone();
-        let elapsed = ctx.started.elapsed();
-        METRICS.record_request(&method, ctx.template, status, elapsed);
-        if !tracing::enabled!(tracing::Level::INFO) {
-            return;
-        }
-        let ip = client_ip(session).map(|ip| ip.to_string()).unwrap_or_default();
         let error = e.map(|e| e.to_string());
-        let _entered = ctx.span.enter();
-        tracing::info!(
-            ip_address = %ip,
-            method = %method,
-            path = ctx.template,
-            status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            error,
-            "request completed"
-        );
+        log_request(&session.req_header().method, ctx.template, status, ctx.started, client_ip(session), error, &ctx.trace.span);
     }
 }

@@ -2,91 +2,76 @@
 //! cache when possible; credentials this replica does not know are checked by the backend.
 
 use bytes::Bytes;
-use http::StatusCode;
-use pingora::prelude::*;
-use pingora::proxy::Session;
+use http::{HeaderValue, StatusCode};
 use quantaid_protocol::cache::hex_digest;
 use quantaid_protocol::introspection::{Introspector, INTROSPECTOR_HEADER};
 use quantaid_protocol::oauth_form::{content_type_is, presented_client, Form, FORM_CONTENT_TYPE};
 use quantaid_protocol::wire::{Introspection, IntrospectionOwner};
 
 use crate::backend::Unavailable;
+use crate::endpoints::Call;
 use crate::lookup::{Answer, Lookups, Verified, VerifiedClient};
-use crate::respond::{body_too_slow, error_body, respond, respond_error, unavailable};
-use crate::service::{within_body_deadline, QuantaProxy, RequestCtx};
+use crate::respond::Reply;
+use crate::service::QuantaProxy;
+
+/// The client-authentication challenge (RFC 6749 §5.2).
+const BASIC_CHALLENGE: HeaderValue = HeaderValue::from_static("Basic realm=\"quantaid\"");
 
 impl QuantaProxy {
     /// `POST /oauth/introspect`: the client credentials and the token, both from the
     /// cache when possible.
-    pub(crate) async fn introspect(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        if !content_type_is(&session.req_header().headers, FORM_CONTENT_TYPE) {
+    pub(crate) async fn introspect(&self, call: Call<'_>) -> Reply {
+        if !content_type_is(call.headers, FORM_CONTENT_TYPE) {
             let description = format!("Content-Type must be {FORM_CONTENT_TYPE}");
-            return respond_error(session, ctx, StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", &description).await;
+            return Reply::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", &description);
         }
-        let mut body = Vec::new();
-        loop {
-            let chunk = match session.read_request_body().await {
-                Ok(Some(chunk)) => chunk,
-                Ok(None) => break,
-                Err(e) if matches!(e.etype(), ErrorType::ReadTimedout) => return body_too_slow(session, ctx).await,
-                Err(e) => return Err(e),
-            };
-            body.extend_from_slice(&chunk);
-            if body.len() > self.config.max_body_bytes {
-                return respond_error(session, ctx, StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body is too large").await;
-            }
-            if !within_body_deadline(session, ctx) {
-                return body_too_slow(session, ctx).await;
-            }
-        }
-        let Ok(text) = std::str::from_utf8(&body) else {
-            return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "request body is not valid UTF-8").await;
+        let Ok(text) = std::str::from_utf8(&call.body) else {
+            return Reply::error(StatusCode::BAD_REQUEST, "invalid_request", "request body is not valid UTF-8");
         };
         let form = match Form::parse(text) {
             Ok(form) => form,
-            Err(e) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()).await,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
         };
-        let challenge = [("www-authenticate", "Basic realm=\"quantaid\"".to_string())];
-        let client = match presented_client(&session.req_header().headers, &form) {
+        let client = match presented_client(call.headers, &form) {
             Ok(client) => client,
             Err(e) if e.is_invalid_client() => {
-                return respond(session, ctx, StatusCode::UNAUTHORIZED, &challenge, error_body("invalid_client", e.description())).await
+                return Reply::error(StatusCode::UNAUTHORIZED, "invalid_client", e.description())
+                    .with_header("www-authenticate", BASIC_CHALLENGE)
             }
-            Err(e) => return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", e.description()).await,
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, "invalid_request", e.description()),
         };
         let Some(presented) = form.get("token").map(str::to_string) else {
-            return respond_error(session, ctx, StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token").await;
+            return Reply::error(StatusCode::BAD_REQUEST, "invalid_request", "missing parameter token");
         };
+        let trace = Some(call.traceparent);
         // The credentials as presented name them in this replica's memory (by digest);
         // the client id they claim names its lifecycle marker.
         let client_id = client.client_id.clone();
         let client_key = hex_digest(&format!("{}:{}", client.client_id, client.secret));
-        let body = Bytes::from(body);
         if let Some((verified, how_recently)) = self.lookups.verified_client(&client_key) {
             if how_recently == Verified::Stale && verified.start_refresh() {
                 let (lookups, verified, key) = (self.lookups.clone(), verified.clone(), client_key.clone());
-                let (headers, body, client_id) = (caller_headers(session), body.clone(), client_id.clone());
+                let (headers, body, client_id) = (caller_headers(call.headers), call.body.clone(), client_id.clone());
                 tokio::spawn(async move { reverify(&lookups, &verified, key, &client_id, headers, body).await });
             }
-            let inactive = || Some(Bytes::from_static(b"{\"active\":false}"));
-            match self.lookups.token_as(&presented, Some(&verified), Some(&ctx.traceparent)).await {
+            let inactive = || Reply::ok(Bytes::from_static(b"{\"active\":false}"));
+            match self.lookups.token_as(&presented, Some(&verified), trace).await {
                 Ok(Answer::Found(body)) => {
                     // The same rule as the backend's (quantaid_protocol::introspection).
-                    let Ok(owner) = serde_json::from_str::<IntrospectionOwner>(&body) else { return unavailable(session, ctx).await };
-                    let shown = if verified.introspector.may_see_token(&owner) { Some(Bytes::from(body.to_string())) } else { inactive() };
-                    return respond(session, ctx, StatusCode::OK, &[], shown).await;
+                    let Ok(owner) = serde_json::from_str::<IntrospectionOwner>(&body) else { return Reply::unavailable() };
+                    return if verified.introspector.may_see_token(&owner) { Reply::ok(Bytes::from(body.to_string())) } else { inactive() };
                 }
                 // The client changed since its credentials were verified: ask the backend.
                 Ok(Answer::CallerStale) => self.lookups.forget_client(&client_key),
-                Ok(_) => return respond(session, ctx, StatusCode::OK, &[], inactive()).await,
-                Err(Unavailable) => return unavailable(session, ctx).await,
+                Ok(_) => return inactive(),
+                Err(Unavailable) => return Reply::unavailable(),
             }
         }
         // Unknown client credentials: the backend checks them, on the caller's own
         // request. The client's marker is read first, so a change that lands while the
         // backend checks still makes the remembered credentials stale.
         let marker = self.lookups.client_marker(&client_id).await;
-        match self.lookups.backend.introspect_as_caller(caller_headers(session), body, Some(&ctx.traceparent)).await {
+        match self.lookups.backend.introspect_as_caller(caller_headers(call.headers), call.body.clone(), trace).await {
             Ok(reply) => {
                 let status = reply.status;
                 let body = reply.body.clone();
@@ -104,20 +89,23 @@ impl QuantaProxy {
                         self.lookups.remember_client(client_key, introspector, marker);
                     }
                 }
-                let extra: Vec<(&'static str, String)> =
-                    if status == StatusCode::UNAUTHORIZED { vec![("www-authenticate", "Basic realm=\"quantaid\"".into())] } else { vec![] };
-                respond(session, ctx, status, &extra, Some(body)).await
+                let answer = Reply::json(status, body);
+                if status == StatusCode::UNAUTHORIZED {
+                    answer.with_header("www-authenticate", BASIC_CHALLENGE)
+                } else {
+                    answer
+                }
             }
-            Err(Unavailable) => unavailable(session, ctx).await,
+            Err(Unavailable) => Reply::unavailable(),
         }
     }
 }
 
 /// The parts of the caller's request the backend needs to authenticate it again.
-fn caller_headers(session: &Session) -> http::HeaderMap {
+fn caller_headers(request: &http::HeaderMap) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     for name in [http::header::AUTHORIZATION, http::header::CONTENT_TYPE] {
-        if let Some(v) = session.req_header().headers.get(&name) {
+        if let Some(v) = request.get(&name) {
             headers.insert(name, v.clone());
         }
     }

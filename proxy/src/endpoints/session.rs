@@ -2,24 +2,22 @@
 
 use bytes::Bytes;
 use http::StatusCode;
-use pingora::prelude::*;
-use pingora::proxy::Session;
 
 use crate::backend::Unavailable;
-use crate::endpoints::bearer;
+use crate::endpoints::Call;
 use crate::lookup::Answer;
-use crate::respond::{respond, respond_error, unavailable};
-use crate::service::{QuantaProxy, RequestCtx};
+use crate::respond::Reply;
+use crate::service::QuantaProxy;
 
 impl QuantaProxy {
-    pub(crate) async fn session_lookup(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(credential) = bearer(session) else {
-            return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "missing session token").await;
+    pub(crate) async fn session_lookup(&self, call: &Call<'_>) -> Reply {
+        let Some(credential) = call.bearer() else {
+            return Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing session token");
         };
-        match self.lookups.session(&credential, Some(&ctx.traceparent)).await {
-            Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
-            Ok(_) => respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired session").await,
-            Err(Unavailable) => unavailable(session, ctx).await,
+        match self.lookups.session(credential, Some(call.traceparent)).await {
+            Ok(Answer::Found(body)) => Reply::ok(Bytes::from(body.to_string())),
+            Ok(_) => Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired session"),
+            Err(Unavailable) => Reply::unavailable(),
         }
     }
 }

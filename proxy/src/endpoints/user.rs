@@ -2,41 +2,41 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use pingora::prelude::*;
-use pingora::proxy::Session;
 
 use crate::backend::Unavailable;
-use crate::endpoints::bearer;
+use crate::endpoints::Call;
 use crate::lookup::Answer;
-use crate::respond::{respond, respond_error, unavailable};
-use crate::service::{QuantaProxy, RequestCtx};
+use crate::respond::Reply;
+use crate::service::QuantaProxy;
 
 impl QuantaProxy {
     /// `GET /v1/users/{id}`: the caller is checked from the cache first, then the user.
-    pub(crate) async fn user(&self, session: &mut Session, ctx: &mut RequestCtx, raw_id: &str) -> Result<bool> {
-        let Some(credential) = bearer(session) else {
-            return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer credentials").await;
+    pub(crate) async fn user(&self, call: &Call<'_>, raw_id: &str) -> Reply {
+        let Some(credential) = call.bearer() else {
+            return Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer credentials");
         };
-        let caller = match self.lookups.caller(&credential, Some(&ctx.traceparent)).await {
+        let trace = Some(call.traceparent);
+        let caller = match self.lookups.caller(credential, trace).await {
             Ok(Some(caller)) => caller,
-            Ok(None) => {
-                return respond_error(session, ctx, StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials").await
-            }
-            Err(Unavailable) => return unavailable(session, ctx).await,
+            Ok(None) => return Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials"),
+            Err(Unavailable) => return Reply::unavailable(),
         };
         let Ok(id) = uuid::Uuid::parse_str(raw_id) else {
-            return respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await;
+            return Reply::error(StatusCode::NOT_FOUND, "not_found", "no such user");
         };
         if !caller.principal().may_read_user(id) {
-            return respond_error(session, ctx, StatusCode::FORBIDDEN, "forbidden", "not allowed to read this user").await;
+            return Reply::error(StatusCode::FORBIDDEN, "forbidden", "not allowed to read this user");
         }
-        let authorization = HeaderValue::from_str(&format!("Bearer {credential}")).map_err(|_| Error::new(ErrorType::InvalidHTTPHeader))?;
-        match self.lookups.user(id, &authorization, Some(&ctx.traceparent)).await {
-            Ok(Answer::Found(body)) => respond(session, ctx, StatusCode::OK, &[], Some(Bytes::from(body.to_string()))).await,
-            Ok(Answer::NotFound) => respond_error(session, ctx, StatusCode::NOT_FOUND, "not_found", "no such user").await,
-            Ok(Answer::Refused(status, body)) => respond(session, ctx, status, &[], Some(Bytes::from(body.to_string()))).await,
+        // The credential came from a header value, so it makes one again.
+        let Ok(authorization) = HeaderValue::try_from(format!("Bearer {credential}")) else {
+            return Reply::error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired credentials");
+        };
+        match self.lookups.user(id, &authorization, trace).await {
+            Ok(Answer::Found(body)) => Reply::ok(Bytes::from(body.to_string())),
+            Ok(Answer::NotFound) => Reply::error(StatusCode::NOT_FOUND, "not_found", "no such user"),
+            Ok(Answer::Refused(status, body)) => Reply::json(status, Bytes::from(body.to_string())),
             // Only introspection checks a remembered client; a user read has none.
-            Ok(Answer::CallerStale) | Err(Unavailable) => unavailable(session, ctx).await,
+            Ok(Answer::CallerStale) | Err(Unavailable) => Reply::unavailable(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod stack;
 
+mod direct;
 mod invariants;
 mod lookups;
 mod metrics;
