@@ -29,11 +29,7 @@ async fn read_responses(stream: &mut TcpStream) -> Vec<Response> {
     while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
         let head = String::from_utf8_lossy(&rest[..end]).to_lowercase();
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         let body = &rest[end + 4..(end + 4 + length).min(rest.len())];
         responses.push(Response { status, head, body: serde_json::from_slice(body).unwrap_or(Value::Null) });
         rest = &rest[(end + 4 + length).min(rest.len())..];
@@ -57,7 +53,8 @@ async fn pipelined_requests_are_answered_in_order() {
     let client = stack.create_client(&["client_credentials"], &["read"]).await;
     let token = stack.issue(0, &client).await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", client.0, client.1));
-    let check = |bearer: &str, extra: &str| format!("GET /v1/auth/check HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {bearer}\r\n{extra}\r\n");
+    let check =
+        |bearer: &str, extra: &str| format!("GET /v1/auth/check HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {bearer}\r\n{extra}\r\n");
     let requests = [
         check(&token, ""),
         introspection(&basic, &token, ""),
