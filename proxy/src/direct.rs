@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use crate::endpoints::Call;
 use crate::respond::Reply;
 use crate::routes::{classify, Route};
-use crate::service::{log_request, QuantaProxy, Trace};
+use crate::service::QuantaProxy;
+use crate::telemetry::{log_request, Trace};
 
 /// Header lines a request served here may have; one with more goes to Pingora.
 const MAX_DIRECT_HEADERS: usize = 32;

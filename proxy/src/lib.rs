@@ -18,6 +18,7 @@ mod respond;
 pub mod routes;
 pub mod service;
 pub mod singleflight;
+mod telemetry;
 
 use std::sync::{Arc, LazyLock};
 

@@ -7,52 +7,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderValue, Method, StatusCode};
+use http::StatusCode;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use quantaid_protocol::forwarded;
-use quantaid_runtime::telemetry::{continue_trace, new_trace_id, outgoing_span_id, parse_traceparent};
 
 use crate::config::Config;
 use crate::endpoints::Call;
 use crate::lookup::Lookups;
-use crate::metrics::METRICS;
 use crate::respond::Reply;
 use crate::routes::{classify, Route};
+use crate::telemetry::{log_request, Trace};
 
 #[derive(Clone)]
 pub struct QuantaProxy {
     pub lookups: Arc<Lookups>,
     pub config: Arc<Config>,
-}
-
-/// A request's trace context: continued from the client's `traceparent` or begun here.
-pub(crate) struct Trace {
-    /// The `traceparent` this hop sends to the backend.
-    pub traceparent: HeaderValue,
-    /// This hop's span: exported over OTLP when that is on; ends with the request.
-    pub span: tracing::Span,
-}
-
-impl Trace {
-    pub fn none() -> Trace {
-        Trace { traceparent: HeaderValue::from_static(""), span: tracing::Span::none() }
-    }
-
-    pub fn start(headers: &http::HeaderMap) -> Trace {
-        let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
-        let (trace_id, parent_span) = match incoming {
-            Some((trace, parent)) => (trace, Some(parent)),
-            None => (new_trace_id(), None),
-        };
-        let span = tracing::info_span!("proxy_request", trace_id = %trace_id);
-        continue_trace(&span, &trace_id, parent_span.as_deref());
-        let traceparent = format!("00-{}-{}-01", trace_id, outgoing_span_id(&span));
-        let traceparent = HeaderValue::from_str(&traceparent).unwrap_or(HeaderValue::from_static(""));
-        Trace { traceparent, span }
-    }
 }
 
 /// Per-request state.
@@ -76,34 +48,6 @@ pub(crate) fn within_body_deadline(session: &mut Session, ctx: &RequestCtx) -> b
 
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())
-}
-
-/// A request's metrics and access log line, however it was served.
-pub(crate) fn log_request(
-    method: &Method,
-    template: &'static str,
-    status: u16,
-    started: Instant,
-    ip: Option<IpAddr>,
-    error: Option<String>,
-    span: &tracing::Span,
-) {
-    let elapsed = started.elapsed();
-    METRICS.record_request(method, template, status, elapsed);
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return;
-    }
-    let ip = ip.map(|ip| ip.to_string()).unwrap_or_default();
-    let _entered = span.enter();
-    tracing::info!(
-        ip_address = %ip,
-        method = %method,
-        path = template,
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        error,
-        "request completed"
-    );
 }
 
 impl QuantaProxy {

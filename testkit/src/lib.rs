@@ -17,3 +17,11 @@ pub use link::Link;
 pub use postgres::Postgres;
 pub use process::{free_port, wait_for_port, ChildGuard};
 pub use redis::Redis;
+
+/// The directory of the package whose tests are running, as `cargo test` gives it when
+/// they run. A path compiled in (`env!("CARGO_MANIFEST_DIR")`) would name whichever
+/// checkout built the test binary, and checkouts that share a target dir (CI's clean
+/// clones) reuse each other's binaries.
+pub fn package_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR: run the tests with cargo test").into()
+}

@@ -4,13 +4,16 @@
 //! "`file.rs` →" is a function of that file and every item after "`file.rs` —" appears
 //! in it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 const TOP_LEVEL: [&str; 10] =
     ["identity-backend/", "proxy/", "protocol/", "runtime/", "testkit/", "test-stack/", "loadtest/", "deploy/", "scripts/", "docs/"];
 
+static REPO: LazyLock<PathBuf> = LazyLock::new(|| quantaid_testkit::package_dir().join(".."));
+
 fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    &REPO
 }
 
 /// The backticked spans of `text`, each with the text between it and the previous span.

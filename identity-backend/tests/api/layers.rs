@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 fn src() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+    quantaid_testkit::package_dir().join("src")
 }
 
 /// Every `.rs` file under `dir`, recursively.

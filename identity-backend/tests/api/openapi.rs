@@ -15,8 +15,8 @@ use quantaid_test_stack::*;
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 fn read_doc(name: &str) -> String {
-    let path = format!("{}/../docs/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    let path = quantaid_testkit::package_dir().join("../docs").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn openapi() -> Value {

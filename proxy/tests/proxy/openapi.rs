@@ -13,8 +13,8 @@ use serde_json::Value;
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
 fn openapi() -> Value {
-    let path = format!("{}/../docs/openapi.json", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = quantaid_testkit::package_dir().join("../docs/openapi.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("docs/openapi.json is JSON")
 }
 
