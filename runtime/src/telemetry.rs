@@ -12,8 +12,6 @@
 //! plus `OTEL_RESOURCE_ATTRIBUTES`, where Kubernetes puts namespace, pod and container).
 //! How Loki indexes them: deploy/grafana/README.md.
 
-use std::fmt::Write as _;
-
 use rand::RngCore;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -102,10 +100,13 @@ pub fn init_logging(level: &str, service: &'static str, otlp: bool, otlp_logs: b
 pub fn continue_trace(span: &tracing::Span, trace_id: &str, parent_span_id: Option<&str>) {
     use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let (Ok(trace), Ok(parent)) = (
-        TraceId::from_hex(trace_id),
-        SpanId::from_hex(parent_span_id.map(str::to_string).unwrap_or_else(|| new_trace_id()[..16].to_string()).as_str()),
-    ) else {
+    // A span no layer records (OTLP off, logs above `info`) has no context to attach to.
+    if span.is_disabled() {
+        return;
+    }
+    let (Ok(trace), Ok(parent)) =
+        (TraceId::from_hex(trace_id), SpanId::from_hex(parent_span_id.map(str::to_string).unwrap_or_else(random_hex::<8>).as_str()))
+    else {
         return;
     };
     let remote = SpanContext::new(trace, parent, TraceFlags::SAMPLED, true, TraceState::default());
@@ -117,12 +118,15 @@ pub fn continue_trace(span: &tracing::Span, trace_id: &str, parent_span_id: Opti
 pub fn outgoing_span_id(span: &tracing::Span) -> String {
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if span.is_disabled() {
+        return random_hex::<8>();
+    }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {
         span_context.span_id().to_string()
     } else {
-        new_trace_id()[..16].to_string()
+        random_hex::<8>()
     }
 }
 
@@ -265,12 +269,20 @@ pub fn parse_traceparent(header: &str) -> Option<(String, String)> {
 
 /// A fresh random 128-bit trace id in W3C hex form.
 pub fn new_trace_id() -> String {
-    let mut bytes = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// `N` random bytes in lowercase hex (a trace id is 16, a span id 8).
+fn random_hex<const N: usize>() -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; N];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let mut hex = String::with_capacity(2 * N);
+    for b in bytes {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 #[cfg(test)]
@@ -301,5 +313,9 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(parse_traceparent(&format!("00-{a}-00f067aa0ba902b7-01")).is_some());
         assert_ne!(a, new_trace_id());
+        // A span nothing records still gets a span id of its own to pass on.
+        let span = outgoing_span_id(&tracing::Span::none());
+        assert!(parse_traceparent(&format!("00-{a}-{span}-01")).is_some(), "{span}");
+        assert_ne!(span, outgoing_span_id(&tracing::Span::none()));
     }
 }
