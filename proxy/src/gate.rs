@@ -285,17 +285,25 @@ impl Gate {
     }
 }
 
-/// Writes a refusal, then reads and drops what the client still sends for a moment
-/// (bounded in time and bytes) so it gets to read the answer, then closes.
+/// Writes a refusal, then closes without resetting the connection (`linger_and_close`).
 async fn refuse(stream: &mut Stream, refusal: Refusal) {
     tracing::debug!(status = refusal.status, reason = refusal.description, "request head refused");
     let written = timeout(Duration::from_secs(1), async {
         stream.write_all(&refusal_response(refusal)).await?;
-        stream.flush().await?;
-        stream.shutdown().await
+        stream.flush().await
     })
     .await;
-    if !matches!(written, Ok(Ok(()))) {
+    if matches!(written, Ok(Ok(()))) {
+        linger_and_close(stream).await;
+    }
+}
+
+/// Ends a connection whose request was not read whole, after its answer was written:
+/// shuts the write side, then reads and drops what the client still sends for a moment
+/// (bounded in time and bytes), so that closing with unread bytes does not reset the
+/// connection before the client has read the answer.
+pub(crate) async fn linger_and_close(stream: &mut Stream) {
+    if !matches!(timeout(Duration::from_secs(1), stream.shutdown()).await, Ok(Ok(()))) {
         return;
     }
     let mut sink = [0u8; 8192];

@@ -104,3 +104,31 @@ async fn unusually_framed_requests_get_the_same_answers() {
         }
     }
 }
+
+/// A body refused unread (too large) gets its `413` and JSON error while the client is
+/// still sending it: the proxy closes its side and drains for a moment rather than
+/// resetting the connection under the client.
+#[tokio::test]
+async fn a_body_refused_unread_is_answered_before_the_close() {
+    let stack = Stack::start(1).await;
+    let addr = stack.proxies[0].url.trim_start_matches("http://").to_string();
+    for attempt in 0..10 {
+        let stream = TcpStream::connect(&addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let sending = tokio::spawn(async move {
+            let head = "POST /oauth/introspect HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000000\r\n\r\n";
+            let mut sent = writer.write_all(head.as_bytes()).await.is_ok();
+            let chunk = vec![b'a'; 16 * 1024];
+            for _ in 0..60 {
+                sent = sent && writer.write_all(&chunk).await.is_ok();
+            }
+            sent
+        });
+        let mut raw = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(15), reader.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw);
+        assert!(matches!(read, Ok(Ok(_))), "attempt {attempt}: the connection was reset: {read:?}, read {text:?}");
+        assert!(text.starts_with("HTTP/1.1 413 ") && text.contains("\"error\":\"invalid_request\""), "attempt {attempt}: {text:?}");
+        let _ = sending.await;
+    }
+}
