@@ -150,12 +150,13 @@ impl QuantaProxy {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("the client did not read the reply in time".to_string()),
         };
+        // Recorded before any lingering below, which is not the request's latency.
+        let ip = peer_ip(stream);
+        log_request(&head.method, head.template, reply.status.as_u16(), started, ip, error.clone(), &trace.span);
         if reply.close && error.is_none() {
             // The rest of the request is unread (too large, or too slow).
             crate::gate::linger_and_close(stream).await;
         }
-        let ip = peer_ip(stream);
-        log_request(&head.method, head.template, reply.status.as_u16(), started, ip, error.clone(), &trace.span);
         if keep_alive && error.is_none() {
             Served::KeptAlive
         } else {

@@ -132,3 +132,32 @@ async fn a_body_refused_unread_is_answered_before_the_close() {
         let _ = sending.await;
     }
 }
+
+/// The sum and count of the proxy's latency histogram for `POST /oauth/introspect`.
+async fn introspect_latency(stack: &Stack) -> (f64, u64) {
+    let text = stack.http.get(&stack.proxies[0].metrics_url).send().await.unwrap().text().await.unwrap();
+    let series = r#"{method="POST",path="/oauth/introspect"} "#;
+    let value = |name: &str| {
+        let prefix = format!("quantaid_http_request_duration_seconds_{name}{series}");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    (value("sum"), value("count") as u64)
+}
+
+#[tokio::test]
+async fn a_refused_body_is_timed_to_its_answer_not_to_the_close() {
+    let stack = Stack::start(1).await;
+    let addr = stack.proxies[0].url.trim_start_matches("http://").to_string();
+    let (sum_before, count_before) = introspect_latency(&stack).await;
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    // A body announced and never sent: the proxy refuses it at once, then waits out its
+    // drain (the client neither sends nor closes) before it closes.
+    let head = "POST /oauth/introspect HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let responses = read_responses(&mut stream).await;
+    assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [413]);
+    let (sum_after, count_after) = introspect_latency(&stack).await;
+    assert_eq!(count_after, count_before + 1);
+    let recorded = sum_after - sum_before;
+    assert!(recorded < 0.25, "the refusal was recorded as taking {recorded} s, its drain included");
+}
