@@ -8,6 +8,11 @@ use quantaid_backend::config::Config;
 use quantaid_backend::http::listen;
 use quantaid_backend::{migrate, run, telemetry};
 
+/// The same allocator as the proxy (see proxy/Cargo.toml); measured for the backend in
+/// docs/benchmarks.md ("The backend's allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
