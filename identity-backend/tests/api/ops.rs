@@ -90,24 +90,79 @@ async fn an_unreachable_database_is_503_never_401() {
     assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");
 }
 
-/// The real binary: migrations by subcommand, JSON logs with the caller's trace id and
-/// no secrets, spans exported over OTLP in the caller's trace, and a clean exit on SIGTERM.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
-    let pg = Postgres::shared();
-    let db = pg.create_database(None).await.unwrap();
+/// The environment the real binary runs with against `db`, and its API's base URL.
+fn binary_env(pg: &Postgres, db: &str) -> (Vec<(&'static str, String)>, String) {
     let (port, metrics_port) = (free_port(), free_port());
-    let env = [
+    let env = vec![
         (config::DB_HOST, pg.host().to_string()),
         (config::DB_PORT, pg.port().to_string()),
         (config::DB_USER, pg.user().to_string()),
-        (config::DB_NAME, db.clone()),
+        (config::DB_NAME, db.to_string()),
         (config::DB_POOL_MIN, "1".to_string()),
         (config::BOOTSTRAP_ADMIN_TOKEN, ADMIN_TOKEN.to_string()),
         (config::LISTEN_ADDR, format!("127.0.0.1:{port}")),
         (config::METRICS_ADDR, format!("127.0.0.1:{metrics_port}")),
         (config::DB_MIGRATE_ON_START, "false".to_string()),
     ];
+    (env, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    for _ in 0..300 {
+        if http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("backend did not become ready");
+}
+
+/// The real binary, with the default argon2id parameters (19 MiB per hash): a burst of
+/// logins keeps its memory within the chart's request for the container (160 Mi), not
+/// a retained hash block per thread that ever hashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_keeps_the_binary_within_its_memory_request() {
+    let pg = Postgres::shared();
+    let db = pg.create_database(None).await.unwrap();
+    let (env, base) = binary_env(pg, &db);
+    let bin = env!("CARGO_BIN_EXE_quantaid-backend");
+    let status = Command::new(bin).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let mut child = Command::new(bin).envs(env).stdout(Stdio::null()).spawn().unwrap();
+    let http = reqwest::Client::new();
+    wait_ready(&http, &base).await;
+    let body = json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD});
+    let r = http.post(format!("{base}/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // 4 clients, 50 logins each: more hashes at once than there are hash workers, so
+    // the blocking pool spreads them over many threads.
+    let clients = (0..4).map(|_| {
+        let (http, base) = (http.clone(), base.clone());
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let login = json!({"username": "alice", "password": PASSWORD});
+                let r = http.post(format!("{base}/v1/auth/login")).json(&login).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+            }
+        })
+    });
+    for client in clients.collect::<Vec<_>>() {
+        client.await.unwrap();
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let peak_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    assert!(peak_kib < 160 * 1024, "peak RSS {} MiB after 200 logins", peak_kib / 1024);
+}
+
+/// The real binary: migrations by subcommand, JSON logs with the caller's trace id and
+/// no secrets, spans exported over OTLP in the caller's trace, and a clean exit on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
+    let pg = Postgres::shared();
+    let db = pg.create_database(None).await.unwrap();
+    let (env, base) = binary_env(pg, &db);
     let bin = env!("CARGO_BIN_EXE_quantaid-backend");
     for _ in 0..2 {
         let status = Command::new(bin).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
@@ -127,17 +182,8 @@ async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let lines = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..300 {
-        if http.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(up, "backend did not become ready");
+    wait_ready(&http, &base).await;
 
     let body = json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD});
     let r = http.post(format!("{base}/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
