@@ -8,8 +8,10 @@ use quantaid_backend::config::Config;
 use quantaid_backend::http::listen;
 use quantaid_backend::{migrate, run, telemetry};
 
-/// The same allocator as the proxy (see proxy/Cargo.toml); measured for the backend in
-/// docs/benchmarks.md ("The backend's allocator").
+/// Each password hash takes a 19 MiB argon2id block on whichever blocking thread runs
+/// it; glibc malloc keeps every such thread's freed block in its arena (hundreds of MB
+/// after a login burst), mimalloc hands it back. Measured in docs/benchmarks.md ("The
+/// backend's allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
