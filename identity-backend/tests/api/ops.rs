@@ -90,21 +90,27 @@ async fn an_unreachable_database_is_503_never_401() {
     assert_eq!(error_of(r, StatusCode::SERVICE_UNAVAILABLE).await, "temporarily_unavailable");
 }
 
-/// The environment the real binary runs with against `db`, and its API's base URL.
-fn binary_env(pg: &Postgres, db: &str) -> (Vec<(&'static str, String)>, String) {
+const BINARY: &str = env!("CARGO_BIN_EXE_quantaid-backend");
+
+/// The real binary's environment: a new database, migrated by the binary's `migrate`
+/// subcommand. Returns the environment, the API's base URL and the database's name.
+async fn migrated_binary_env(pg: &Postgres) -> (Vec<(&'static str, String)>, String, String) {
+    let db = pg.create_database(None).await.unwrap();
     let (port, metrics_port) = (free_port(), free_port());
     let env = vec![
         (config::DB_HOST, pg.host().to_string()),
         (config::DB_PORT, pg.port().to_string()),
         (config::DB_USER, pg.user().to_string()),
-        (config::DB_NAME, db.to_string()),
+        (config::DB_NAME, db.clone()),
         (config::DB_POOL_MIN, "1".to_string()),
         (config::BOOTSTRAP_ADMIN_TOKEN, ADMIN_TOKEN.to_string()),
         (config::LISTEN_ADDR, format!("127.0.0.1:{port}")),
         (config::METRICS_ADDR, format!("127.0.0.1:{metrics_port}")),
         (config::DB_MIGRATE_ON_START, "false".to_string()),
     ];
-    (env, format!("http://127.0.0.1:{port}"))
+    let status = Command::new(BINARY).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "migrate failed");
+    (env, format!("http://127.0.0.1:{port}"), db)
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -117,23 +123,24 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     panic!("backend did not become ready");
 }
 
+/// Creates the user `alice` through the API; her id.
+async fn create_alice(http: &reqwest::Client, base: &str) -> String {
+    let body = json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD});
+    let r = http.post(format!("{base}/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
 /// The real binary, with the default argon2id parameters (19 MiB per hash): a burst of
 /// logins keeps its memory within the chart's request for the container (160 Mi), not
 /// a retained hash block per thread that ever hashed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_logins_keeps_the_binary_within_its_memory_request() {
-    let pg = Postgres::shared();
-    let db = pg.create_database(None).await.unwrap();
-    let (env, base) = binary_env(pg, &db);
-    let bin = env!("CARGO_BIN_EXE_quantaid-backend");
-    let status = Command::new(bin).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
-    assert!(status.success());
-    let mut child = Command::new(bin).envs(env).stdout(Stdio::null()).spawn().unwrap();
+    let (env, base, _) = migrated_binary_env(Postgres::shared()).await;
+    let mut child = Command::new(BINARY).envs(env).stdout(Stdio::null()).spawn().unwrap();
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
-    let body = json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD});
-    let r = http.post(format!("{base}/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
+    create_alice(&http, &base).await;
     // 4 clients, 50 logins each: more hashes at once than there are hash workers, so
     // the blocking pool spreads them over many threads.
     let clients = (0..4).map(|_| {
@@ -161,18 +168,14 @@ async fn a_burst_of_logins_keeps_the_binary_within_its_memory_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
     let pg = Postgres::shared();
-    let db = pg.create_database(None).await.unwrap();
-    let (env, base) = binary_env(pg, &db);
-    let bin = env!("CARGO_BIN_EXE_quantaid-backend");
-    for _ in 0..2 {
-        let status = Command::new(bin).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
-        assert!(status.success(), "migrate is idempotent");
-    }
+    let (env, base, db) = migrated_binary_env(pg).await;
+    let status = Command::new(BINARY).arg("migrate").envs(env.clone()).stdout(Stdio::null()).status().unwrap();
+    assert!(status.success(), "migrate is idempotent");
     let versions: i64 = pg.connect(&db).await.unwrap().query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
     assert_eq!(versions as usize, quantaid_backend::storage::migrations::MIGRATIONS.len());
 
     let (collector, exported) = otlp_collector().await;
-    let mut child = Command::new(bin)
+    let mut child = Command::new(BINARY)
         .envs(env)
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -185,9 +188,7 @@ async fn the_binary_logs_json_with_trace_ids_and_stops_on_sigterm() {
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
 
-    let body = json!({"username": "alice", "email": "alice@example.com", "password": PASSWORD});
-    let r = http.post(format!("{base}/v1/users")).bearer_auth(ADMIN_TOKEN).json(&body).send().await.unwrap();
-    let user_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let user_id = create_alice(&http, &base).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let r = http
         .post(format!("{base}/v1/auth/login"))

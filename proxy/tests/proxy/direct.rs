@@ -158,6 +158,8 @@ async fn a_refused_body_is_timed_to_its_answer_not_to_the_close() {
     assert_eq!(responses.iter().map(|r| r.status).collect::<Vec<_>>(), [413]);
     let (sum_after, count_after) = introspect_latency(&stack).await;
     assert_eq!(count_after, count_before + 1);
+    // The drain lasts its full 500 ms here, so a record that included it would be at
+    // least that long: a bound on what was measured, not on how fast.
     let recorded = sum_after - sum_before;
-    assert!(recorded < 0.25, "the refusal was recorded as taking {recorded} s, its drain included");
+    assert!(recorded < 0.5, "the refusal was recorded as taking {recorded} s, its drain included");
 }
